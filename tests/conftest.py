@@ -1,0 +1,32 @@
+"""Shared fixtures: the location of the real DAVIS subsets (``../shared/data`` or ``$VSREID_SHARED_DATA``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_path() -> Path:
+    return Path(os.environ.get("VSREID_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The folder holding ``davis2016-train-subset`` and ``davis2016-val-subset``; skips when absent."""
+    path = shared_data_path()
+    if not (path / "davis2016-val-subset").is_dir():
+        pytest.skip(f"real DAVIS subsets not found at {path} (set VSREID_SHARED_DATA to the folder holding them)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def davis_val(shared_data) -> Path:
+    return shared_data / "davis2016-val-subset"
+
+
+@pytest.fixture(scope="session")
+def davis_train(shared_data) -> Path:
+    return shared_data / "davis2016-train-subset"

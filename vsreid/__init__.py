@@ -1,0 +1,3 @@
+"""vsreid: video object segmentation with re-identification (VS-ReID) on PyTorch Lightning."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from vsreid.cli import main
+
+sys.exit(main())

@@ -1,0 +1,96 @@
+"""The ``vsreid`` command: Lightning subcommands (fit, validate, test, predict) and the project's tools.
+
+Each tool lives in ``vsreid/commands/<name>.py`` with a module docstring (its help), ``add_arguments(parser)`` and
+``run(args) -> int``. Lightning subcommands are parsed by :class:`lightning.pytorch.cli.LightningCLI`.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vsreid.data.errors import DataError
+
+# subcommand -> module under vsreid.commands
+TOOLS = {
+    "flow": "flow",
+    "evaluate": "evaluate",
+    "evaluate-reid": "evaluate_reid",
+    "synth": "synth",
+    "import-video": "import_video",
+    "convert-checkpoint": "convert_checkpoint",
+}
+LIGHTNING = {
+    "fit": "train or online-finetune MP2S (vsreid fit -c configs/pretrain_lite.yaml)",
+    "validate": "run the validation loop of a config",
+    "test": "run the test loop of a config",
+    "predict": "segment DAVIS sequences (vsreid predict -c configs/davis_lite.yaml --data.root ROOT)",
+}
+
+
+def _tool_module(name: str):
+    return importlib.import_module(f"vsreid.commands.{TOOLS[name]}")
+
+
+def _available_tools() -> dict[str, object]:
+    found = {}
+    for name in TOOLS:
+        try:
+            found[name] = _tool_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != f"vsreid.commands.{TOOLS[name]}":
+                raise
+    return found
+
+
+def _print_help() -> None:
+    print("usage: vsreid <command> [options]   (vsreid <command> --help for its options)\n")
+    print("Lightning commands (configured with -c CONFIG.yaml and --section.key value overrides):")
+    for name, text in LIGHTNING.items():
+        print(f"  {name:<20}{text}")
+    print("\nTools:")
+    for name, module in _available_tools().items():
+        print(f"  {name:<20}{(module.__doc__ or '').strip().splitlines()[0]}")
+
+
+def _run_tool(name: str, argv: list[str]) -> int:
+    module = _tool_module(name)
+    parser = argparse.ArgumentParser(prog=f"vsreid {name}", description=(module.__doc__ or "").strip(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    module.add_arguments(parser)
+    args = parser.parse_args(argv)
+    try:
+        return int(module.run(args) or 0)
+    except DataError as e:
+        print(f"vsreid {name}: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run_lightning(argv: list[str]) -> int:
+    from vsreid.lightning.cli import run_lightning_cli
+
+    run_lightning_cli(argv)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        _print_help()
+        return 0
+    if argv[0] in ("-V", "--version"):
+        from vsreid import __version__
+
+        print(f"vsreid {__version__}")
+        return 0
+    if argv[0] in TOOLS:
+        return _run_tool(argv[0], argv[1:])
+    if argv[0] in LIGHTNING:
+        return _run_lightning(argv)
+    print(f"vsreid: unknown command '{argv[0]}'", file=sys.stderr)
+    _print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Tool subcommands of ``vsreid``: each module has a docstring, ``add_arguments(parser)`` and ``run(args)``."""

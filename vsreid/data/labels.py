@@ -1,0 +1,95 @@
+"""Label maps (``labels``: H×W uint8 object ids, 0 = background, 255 = void) as palette PNGs, and RGB frames."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from .atomic import atomic_path
+from .errors import DataError
+
+VOID = 255
+
+
+def davis_palette() -> np.ndarray:
+    """The DAVIS / PASCAL-VOC colour map: (256, 3) uint8, id 0 black, 1 red, 2 green, 3 yellow, ..."""
+    palette = np.zeros((256, 3), np.uint8)
+    for i in range(256):
+        c, r, g, b = i, 0, 0, 0
+        for shift in range(7, -1, -1):
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette[i] = (r, g, b)
+    return palette
+
+
+def read_labels(path: str | os.PathLike) -> np.ndarray:
+    """Read an annotation PNG as an id map (H, W) uint8.
+
+    Palette (``P``) PNGs give their indices, 8-bit grayscale (``L``) PNGs their values; a grayscale mask holding only
+    0 and 255 is a DAVIS-2016 binary mask and becomes object 1. RGB and other modes are rejected.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            mode = im.mode
+            labels = np.array(im)
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(path, f"unreadable image ({e})") from None
+    if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA"):
+        raise DataError(path, f"{mode} image, expected a palette or grayscale id map")
+    if mode == "1":
+        return labels.astype(np.uint8)
+    if mode not in ("P", "L") or labels.dtype != np.uint8 or labels.ndim != 2:
+        raise DataError(path, f"{mode} image, expected an 8-bit palette or grayscale id map")
+    if mode == "L" and labels.any():
+        values = np.unique(labels)
+        if values[-1] == 255 and np.all(np.isin(values, (0, 255))):
+            labels = (labels == 255).astype(np.uint8)
+    return labels
+
+
+def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
+    """Write an id map (H, W) uint8 as a palette PNG with the DAVIS colours, atomically."""
+    labels = np.asarray(labels)
+    if labels.ndim != 2 or labels.dtype != np.uint8:
+        raise ValueError(f"{path}: labels must be a 2-D uint8 array, got {labels.dtype} {labels.shape}")
+    im = Image.fromarray(labels, mode="P")
+    im.putpalette(davis_palette().ravel().tolist())
+    with atomic_path(path) as tmp:
+        im.save(tmp, format="PNG")
+    return Path(path)
+
+
+def read_frame(path: str | os.PathLike) -> np.ndarray:
+    """Read a JPEG/PNG frame as RGB (H, W, 3) uint8."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        if not Path(path).exists():
+            raise DataError(path, "file not found")
+        raise DataError(path, "unreadable image (not a valid JPEG/PNG)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def write_frame(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> Path:
+    """Write an RGB (H, W, 3) uint8 frame as JPEG (or PNG by extension), atomically."""
+    with atomic_path(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]):
+            raise OSError(f"{path}: could not write image")
+    return Path(path)
+
+
+def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend the DAVIS colour of each object into an RGB (H, W, 3) uint8 frame; returns (H, W, 3) uint8."""
+    colours = davis_palette()[labels].astype(np.float32)
+    fg = ((labels > 0) & (labels != VOID))[..., None]
+    out = np.where(fg, (1 - alpha) * rgb + alpha * colours, rgb)
+    return out.astype(np.uint8)
