@@ -1,0 +1,35 @@
+"""The original VS-ReID backward warp with its forward-backward check."""
+import numpy as np
+
+from vsreid.data.warp import warp_backward
+
+
+def test_translation_moves_values_exactly():
+    rng = np.random.default_rng(0)
+    src = rng.random((30, 40, 3)).astype(np.float32)
+    to_src = np.zeros((30, 40, 2), np.float32)
+    to_src[..., 0], to_src[..., 1] = -3, 2  # target p comes from source p + (-3, 2) (x, y)
+    from_src = -to_src
+    out = warp_backward(src, to_src, from_src)
+    assert np.array_equal(out[5:20, 10:30], src[7:22, 7:27])
+    assert (out[28:] == 0).all() and (out[:, :3] == 0).all()  # pulled from outside the image
+
+
+def test_inconsistent_flow_is_rejected_and_threshold_is_configurable():
+    labels = np.ones((20, 20), np.uint8)
+    to_src = np.zeros((20, 20, 2), np.float32)
+    from_src = np.zeros((20, 20, 2), np.float32)
+    from_src[:, 10:, 0] = 8.0  # the backward check misses by 8 px on the right half
+    assert warp_backward(labels, to_src, from_src).all()  # 8 px < 100 px: kept (the original's loose check)
+    strict = warp_backward(labels, to_src, from_src, max_error=5.0)
+    assert strict[:19, :9].all() and not strict[:, 10:].any()  # the last row and column are never valid
+
+
+def test_averages_the_two_estimates_and_rounds():
+    src = np.arange(20 * 20, dtype=np.float32).reshape(20, 20)
+    to_src = np.zeros((20, 20, 2), np.float32)
+    from_src = np.zeros((20, 20, 2), np.float32)
+    to_src[..., 0] = 4.0
+    from_src[..., 0] = -2.0  # estimates 4 and 2 px: averaged to 3
+    out = warp_backward(src, to_src, from_src)
+    assert out[10, 5] == src[10, 8]

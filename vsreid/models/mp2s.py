@@ -1,0 +1,193 @@
+"""MP2S: the two-stream (image + flow) mask propagation network of VS-ReID, and its optimisation helpers.
+
+Image contract (the only place where it is applied): ``MP2S.forward`` takes the paper's **BGR, 0-255** image crop and
+normalises it itself, per backbone family (see ``_IMAGE_NORMALISATION``):
+
+- ``resnet*`` (paper): subtract the BGR mean (104, 117, 123), std 1, channels kept in BGR order;
+- ``efficientnet_lite0``: reorder to RGB, scale to [0, 1], ImageNet mean/std (what the shipped ImageNet weights expect).
+
+Flow is fed as raw pixel displacements (u, v), the prior as-is.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .aspp import ASPP
+from .efficientnet_lite import efficientnet_lite0
+from .sense_resnet import sense_resnet
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
+
+#: Backbone family -> (channel order applied to the BGR input, mean, std), both in 0-255 units of the reordered input.
+_IMAGE_NORMALISATION = {
+    "resnet": ((0, 1, 2), (104.0, 117.0, 123.0), (1.0, 1.0, 1.0)),
+    "efficientnet": ((2, 1, 0), (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)),
+}
+
+
+def _build_backbone(name: str, in_channels: int, output_stride: int, bn_momentum: float, pretrained: bool) -> nn.Module:
+    if name == "efficientnet_lite0":
+        return efficientnet_lite0(in_channels, output_stride, bn_momentum, pretrained=pretrained)
+    return sense_resnet(int(name.removeprefix("resnet")), in_channels, output_stride, bn_momentum)
+
+
+class MP2S(nn.Module):
+    """Two-stream mask propagation network for one object crop.
+
+    ``forward(image, flow, prior) -> logits``:
+
+    - ``image``: ``[N,3,H,W]`` float, BGR, 0-255 (normalised inside, see the module docstring);
+    - ``flow``: ``[N,2,H,W]`` float, raw pixel displacements (u, v) from the current frame toward the source frame;
+    - ``prior``: ``[N,1,H,W]`` float in [0, 1], the warped foreground probability of the object;
+    - ``logits``: ``[N,num_classes,H,W]`` (background, foreground), the sum of both streams' classifiers, upsampled
+      bilinearly (``align_corners=True``) from stride ``output_stride``.
+
+    Arguments are plain values (buildable from YAML). ``pretrained`` loads ImageNet weights into the image stream of
+    ``efficientnet_lite0`` (no other backbone has offline weights; the flow stream always starts from scratch).
+    ``bn_momentum`` is in PyTorch convention (the original's Caffe-style 0.95 is 0.05 here) and applies to all BN.
+    While ``bn_frozen`` is set (see ``set_bn_frozen``), ``train()`` keeps the BN layers in eval mode.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "resnet101",
+        output_stride: int = 8,
+        aspp_channels: int = 512,
+        aspp_dilations: Sequence[int] = (6, 12, 18, 24, 1),
+        num_classes: int = 2,
+        bn_momentum: float = 0.05,
+        pretrained: bool = False,
+        dropout: float = 0.1,
+    ):
+        super().__init__()
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone {backbone!r}: expected one of {BACKBONES}")
+        if pretrained and backbone != "efficientnet_lite0":
+            raise ValueError(f"pretrained=True: no offline ImageNet weights for {backbone!r}")
+        self.backbone = _build_backbone(backbone, 3, output_stride, bn_momentum, pretrained)
+        self.aspp = ASPP(self.backbone.out_channels, aspp_channels, aspp_dilations, bn_momentum)
+        self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
+        self.flow_backbone = _build_backbone(backbone, 2, output_stride, bn_momentum, False)
+        self.flow_aspp = ASPP(self.flow_backbone.out_channels, aspp_channels, aspp_dilations, bn_momentum)
+        self.flow_classifier = nn.Conv2d(aspp_channels, num_classes, 1)
+        self.dropout = nn.Dropout2d(dropout)
+        for conv in (self.classifier, self.flow_classifier):
+            nn.init.normal_(conv.weight, 0.0, 0.01)
+            nn.init.zeros_(conv.bias)
+
+        order, mean, std = _IMAGE_NORMALISATION["efficientnet" if backbone.startswith("efficientnet") else "resnet"]
+        self.register_buffer("image_order", torch.tensor(order), persistent=False)
+        self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.bn_frozen = False
+
+    def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+        x = (image.index_select(1, self.image_order) - self.image_mean) / self.image_std
+        logits = self.classifier(self.dropout(self.aspp(self.backbone(x, prior))))
+        logits = logits + self.flow_classifier(self.dropout(self.flow_aspp(self.flow_backbone(flow, prior))))
+        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+
+    def train(self, mode: bool = True) -> MP2S:
+        super().train(mode)
+        if self.bn_frozen:
+            for m in self.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    @classmethod
+    def from_original(cls, path: str | Path, map_location="cpu", backbone: str = "resnet101") -> MP2S:
+        """Load a released ``MP2S.pth.tar`` (``{'state_dict': ...}``, PyTorch 0.4) into the paper config, in eval mode.
+
+        Only missing ``num_batches_tracked`` buffers are back-filled (with 0); any other missing/unexpected key or
+        shape mismatch raises ``ValueError`` naming the file. ``backbone`` exists so tests can use a small depth.
+        Falls back to ``torch.load(weights_only=False)`` (arbitrary unpickling: trusted files only) when the file
+        holds more than tensors and plain containers.
+        """
+        path = Path(path)
+        checkpoint = _load_checkpoint(path, map_location)
+        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+            raise ValueError(f"{path}: expected a dict with a 'state_dict' entry (the original MP2S.pth.tar format)")
+        state = dict(checkpoint["state_dict"])
+
+        model = cls(backbone=backbone)
+        expected = model.state_dict()
+        for key, value in expected.items():
+            if key.endswith("num_batches_tracked") and key not in state:
+                state[key] = torch.zeros_like(value)
+        missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+        if missing or unexpected:
+            raise ValueError(
+                f"{path}: not an MP2S-{backbone} checkpoint; "
+                f"missing keys ({len(missing)}): {_truncate(missing)}; unexpected keys ({len(unexpected)}): "
+                f"{_truncate(unexpected)}"
+            )
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise ValueError(f"{path}: not an MP2S-{backbone} checkpoint: {err}") from None
+        return model.eval()
+
+
+def _load_checkpoint(path: Path, map_location):
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" not in str(err):
+            raise ValueError(f"{path}: not a PyTorch checkpoint ({err})") from None
+    except (EOFError, KeyError, RuntimeError) as err:
+        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(err).__name__}: {err})") from None
+    return torch.load(path, map_location=map_location, weights_only=False)
+
+
+def _truncate(keys: list[str], limit: int = 8) -> str:
+    return ", ".join(keys[:limit]) + (f", ... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def mp2s_param_groups(module: nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """Optimizer parameter groups of the original policy, for any module made of convs and BN layers.
+
+    Conv weights: ``lr``, ``weight_decay``; conv biases: ``2*lr``, no decay; BN weight/bias: ``lr``, ``weight_decay``.
+    Groups carry a ``name``. Raises ``ValueError`` if a parameter is in neither a conv nor a BN layer.
+    """
+    groups = {
+        "conv weight": {"params": [], "lr": lr, "weight_decay": weight_decay},
+        "conv bias": {"params": [], "lr": 2 * lr, "weight_decay": 0.0},
+        "bn": {"params": [], "lr": lr, "weight_decay": weight_decay},
+    }
+    covered = set()
+    for m in module.modules():
+        if isinstance(m, nn.modules.conv._ConvNd):
+            groups["conv weight"]["params"].append(m.weight)
+            if m.bias is not None:
+                groups["conv bias"]["params"].append(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            groups["bn"]["params"] += list(m.parameters(recurse=False))
+        else:
+            continue
+        covered.update(id(p) for p in m.parameters(recurse=False))
+    other = [name for name, p in module.named_parameters() if id(p) not in covered]
+    if other:
+        raise ValueError(f"parameters outside conv/BN layers have no policy: {_truncate(other)}")
+    return [{"name": name, **group} for name, group in groups.items() if group["params"]]
+
+
+def set_bn_frozen(module: nn.Module, frozen: bool) -> None:
+    """Freeze (eval mode, ``requires_grad=False``) or unfreeze every BN layer of ``module``.
+
+    MP2S instances inside ``module`` remember the setting so that a later ``train()`` keeps BN frozen; for other
+    modules call this again after ``train()``.
+    """
+    for m in module.modules():
+        if isinstance(m, MP2S):
+            m.bn_frozen = frozen
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train(not frozen and module.training)
+            m.requires_grad_(not frozen)
