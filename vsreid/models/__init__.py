@@ -2,7 +2,7 @@
 
 from .aspp import ASPP
 from .efficientnet_lite import EfficientNetLite0, efficientnet_lite0, imagenet_weights_path, load_imagenet_weights
-from .mp2s import BACKBONES, MP2S, mp2s_param_groups, set_bn_frozen
+from .mp2s import BACKBONES, MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 from .sense_resnet import SenseResNet, sense_resnet
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "imagenet_weights_path",
     "load_imagenet_weights",
     "mp2s_param_groups",
+    "rgb_to_mp2s",
     "sense_resnet",
     "set_bn_frozen",
 ]

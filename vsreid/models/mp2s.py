@@ -32,6 +32,11 @@ _IMAGE_NORMALISATION = {
 }
 
 
+def rgb_to_mp2s(rgb: torch.Tensor) -> torch.Tensor:
+    """Project convention -> MP2S contract: RGB in [0, 1] ``[N,3,H,W]`` to BGR in 0-255 ``[N,3,H,W]``."""
+    return rgb.flip(1) * 255.0
+
+
 def _build_backbone(name: str, in_channels: int, output_stride: int, bn_momentum: float, pretrained: bool) -> nn.Module:
     if name == "efficientnet_lite0":
         return efficientnet_lite0(in_channels, output_stride, bn_momentum, pretrained=pretrained)
@@ -71,11 +76,12 @@ class MP2S(nn.Module):
             raise ValueError(f"backbone {backbone!r}: expected one of {BACKBONES}")
         if pretrained and backbone != "efficientnet_lite0":
             raise ValueError(f"pretrained=True: no offline ImageNet weights for {backbone!r}")
+        # Registration order = the original's, so that even the state_dict key order matches.
         self.backbone = _build_backbone(backbone, 3, output_stride, bn_momentum, pretrained)
-        self.aspp = ASPP(self.backbone.out_channels, aspp_channels, aspp_dilations, bn_momentum)
-        self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
         self.flow_backbone = _build_backbone(backbone, 2, output_stride, bn_momentum, False)
+        self.aspp = ASPP(self.backbone.out_channels, aspp_channels, aspp_dilations, bn_momentum)
         self.flow_aspp = ASPP(self.flow_backbone.out_channels, aspp_channels, aspp_dilations, bn_momentum)
+        self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
         self.flow_classifier = nn.Conv2d(aspp_channels, num_classes, 1)
         self.dropout = nn.Dropout2d(dropout)
         for conv in (self.classifier, self.flow_classifier):

@@ -1,0 +1,163 @@
+"""Tests of vsreid.models: checkpoint compatibility, shapes, optimisation policy, ImageNet weights."""
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vsreid.models import (
+    BACKBONES,
+    MP2S,
+    efficientnet_lite0,
+    imagenet_weights_path,
+    mp2s_param_groups,
+    set_bn_frozen,
+)
+
+SHARED = Path(os.environ.get("VSREID_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+KEYS_JSON = SHARED / "reference" / "mp2s_state_dict_keys.json"
+BLACKSWAN = SHARED / "data" / "davis2016-val-subset" / "JPEGImages" / "480p" / "blackswan" / "00000.jpg"
+
+
+def _inputs(n: int, size: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(n, 3, size, size, generator=g) * 255
+    flow = torch.randn(n, 2, size, size, generator=g) * 5
+    prior = torch.rand(n, 1, size, size, generator=g)
+    return image, flow, prior
+
+
+def _save_original(model: nn.Module, path: Path, **extra) -> None:
+    """Write ``model`` the way PyTorch 0.4 did: legacy format, ``{'state_dict': ...}``, no num_batches_tracked."""
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save({"state_dict": state, **extra}, path, _use_new_zipfile_serialization=False)
+
+
+@pytest.fixture(scope="module")
+def small_mp2s():
+    """A resnet18 MP2S in the paper config with non-trivial BN statistics, in eval mode."""
+    torch.manual_seed(0)
+    model = MP2S(backbone="resnet18")
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+            m.bias.data.normal_(0, 0.1)
+    return model.eval()
+
+
+def test_resnet101_state_dict_matches_original_keys():
+    if not KEYS_JSON.is_file():
+        pytest.skip(f"{KEYS_JSON} absent (set VSREID_SHARED to the shared folder)")
+    reference = json.loads(KEYS_JSON.read_text())
+    with torch.device("meta"):
+        model = MP2S(backbone="resnet101")
+    got = {k: list(v.shape) for k, v in model.state_dict().items()}
+    assert list(got) == list(reference)
+    assert got == reference
+
+
+def test_from_original_round_trip(small_mp2s, tmp_path):
+    path = tmp_path / "MP2S.pth.tar"
+    _save_original(small_mp2s, path, config=argparse.Namespace(name="MP2S"))  # needs weights_only=False
+    loaded = MP2S.from_original(path, backbone="resnet18")
+    assert not loaded.training
+    image, flow, prior = _inputs(1, 65)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(image, flow, prior), small_mp2s(image, flow, prior), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("change", ["missing", "unexpected", "shape", "not_a_checkpoint"])
+def test_from_original_rejects_wrong_file(small_mp2s, tmp_path, change):
+    path = tmp_path / f"{change}.pth.tar"
+    state = {k: v for k, v in small_mp2s.state_dict().items() if not k.endswith("num_batches_tracked")}
+    if change == "missing":
+        del state["aspp.out_conv2d.weight"]
+    elif change == "unexpected":
+        state["module.extra.weight"] = torch.zeros(1)
+    elif change == "shape":
+        state["classifier.bias"] = torch.zeros(3)
+    torch.save(state if change == "not_a_checkpoint" else {"state_dict": state}, path)
+    expected = {"missing": "aspp.out_conv2d.weight", "unexpected": "module.extra.weight", "shape": "classifier.bias",
+                "not_a_checkpoint": "state_dict"}[change]  # fmt: skip
+    with pytest.raises(ValueError, match=str(path)) as info:
+        MP2S.from_original(path, backbone="resnet18")
+    assert expected in str(info.value)
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_output_shape(backbone, output_stride):
+    torch.manual_seed(0)
+    model = MP2S(backbone=backbone, output_stride=output_stride, aspp_channels=32).eval()
+    with torch.no_grad():
+        feats = model.backbone(torch.zeros(1, 3, 97, 97), torch.zeros(1, 1, 97, 97))
+        logits = model(*_inputs(2, 97))
+    assert feats.shape[-1] == -(-97 // output_stride)
+    assert logits.shape == (2, 2, 97, 97)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "efficientnet_lite0"])
+def test_image_normalisation_from_bgr_0_255(backbone):
+    model = MP2S(backbone=backbone, aspp_channels=8).eval()
+    seen = []
+    model.backbone.register_forward_hook(lambda m, args, out: seen.append(args[0]))
+    image, flow, prior = _inputs(1, 33)
+    with torch.no_grad():
+        model(image, flow, prior)
+    if backbone == "resnet18":
+        expected = image - torch.tensor([104.0, 117.0, 123.0]).view(1, 3, 1, 1)
+    else:
+        rgb = image.flip(1) / 255
+        expected = (rgb - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)) / torch.tensor(
+            [0.229, 0.224, 0.225]
+        ).view(1, 3, 1, 1)
+    torch.testing.assert_close(seen[0], expected)
+
+
+def test_param_groups_and_bn_freezing():
+    with torch.device("meta"):
+        model = MP2S(backbone="resnet18", aspp_channels=16)
+    groups = {g["name"]: g for g in mp2s_param_groups(model, lr=0.01, weight_decay=5e-4)}
+    assert (groups["conv bias"]["lr"], groups["conv bias"]["weight_decay"]) == (0.02, 0.0)
+    assert (groups["conv weight"]["lr"], groups["conv weight"]["weight_decay"]) == (0.01, 5e-4)
+    assert (groups["bn"]["lr"], groups["bn"]["weight_decay"]) == (0.01, 5e-4)
+    assert len(groups["conv bias"]["params"]) == 2 * (5 + 1)  # per stream: 5 ASPP convs + classifier
+    grouped = [id(p) for g in groups.values() for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters())
+    with pytest.raises(ValueError, match="_fc"):
+        mp2s_param_groups(efficientnet_lite0(head=True), 0.01, 0.0)
+
+    set_bn_frozen(model, True)
+    model.train()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert not any(m.training or m.weight.requires_grad for m in bns)
+    assert model.aspp.out_conv2d.weight.requires_grad
+    set_bn_frozen(model, False)
+    assert all(m.training and m.weight.requires_grad for m in bns)
+
+
+def test_efficientnet_lite0_imagenet_weights():
+    cv2 = pytest.importorskip("cv2")
+    if not BLACKSWAN.is_file():
+        pytest.skip(f"{BLACKSWAN} absent (set VSREID_SHARED to the shared folder)")
+    model = efficientnet_lite0(output_stride=32, pretrained=True, head=True).eval()
+    rgb = cv2.resize(cv2.imread(str(BLACKSWAN))[:, :, ::-1], (224, 224), interpolation=cv2.INTER_AREA)
+    x = (rgb.astype(np.float32) / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
+    with torch.no_grad():
+        probs = model.classify(torch.from_numpy(x.astype(np.float32)).permute(2, 0, 1)[None]).softmax(1)
+    assert probs.argmax().item() == 100  # black swan
+
+
+def test_efficientnet_lite0_flow_stream_reinitialises_stem():
+    weights = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
+    model = efficientnet_lite0(in_channels=2, pretrained=True)
+    assert model._conv_stem.weight.shape == (32, 2, 3, 3)
+    assert torch.equal(model._blocks[15]._project_conv.weight, weights["_blocks.15._project_conv.weight"])
+    assert not model.prob_encode.weight.any()
