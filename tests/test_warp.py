@@ -33,3 +33,15 @@ def test_averages_the_two_estimates_and_rounds():
     from_src[..., 0] = -2.0  # estimates 4 and 2 px: averaged to 3
     out = warp_backward(src, to_src, from_src)
     assert out[10, 5] == src[10, 8]
+
+
+def test_region_equals_the_full_frame_inside_and_zero_outside():
+    rng = np.random.default_rng(1)
+    values = rng.integers(0, 5, (40, 60)).astype(np.uint8)
+    to_src = rng.normal(0, 2, (40, 60, 2)).astype(np.float32)
+    from_src = rng.normal(0, 2, (40, 60, 2)).astype(np.float32)
+    full = warp_backward(values, to_src, from_src)
+    part = warp_backward(values, to_src, from_src, region=(5, 10, 50, 30))
+    assert np.array_equal(part[10:30, 5:50], full[10:30, 5:50])
+    part[10:30, 5:50] = 0
+    assert not part.any()

@@ -1,0 +1,81 @@
+"""Object boxes and square crops, as in the original VS-ReID test code (``gen_bbox``, ``cv2.resize`` of box crops).
+
+Boxes are ``(x1, y1, x2, y2)`` int pixels, half-open: the crop is ``array[y1:y2, x1:x2]``.
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+Box = tuple[int, int, int, int]
+ABSENT_BOX: Box = (0, 0, 1, 1)
+
+
+def object_box(mask: np.ndarray, enlarge: float = 0.15, ratio: float = 1.0) -> Box:
+    """The original ``gen_bbox`` for one object.
+
+    Args:
+        mask: (H, W) bool, the object's pixels.
+        enlarge: fraction of the box width/height added on each side (0.15 at test time).
+        ratio: quantile of the sorted pixel coordinates taken as the extent (0.99: a robust 1st-99th percentile box).
+
+    Returns:
+        ``(x1, y1, x2, y2)``: the tight box enlarged, clipped to ``0 <= x1 <= W-1``, ``x1+1 <= x2 <= W`` (same for y)
+        and truncated to int; ``(0, 0, 1, 1)`` for an absent object.
+    """
+    ys, xs = np.nonzero(mask)
+    if ys.size == 0:
+        return ABSENT_BOX
+    h, w = mask.shape
+    lo, hi = int((ys.size - 1) * (1 - ratio)), int((ys.size - 1) * ratio)
+    xs = np.partition(xs, (lo, hi))  # order statistics equal those of the sorted list
+    ys = np.partition(ys, (lo, hi))
+    x1, x2 = int(xs[lo]), int(xs[hi]) + 1
+    y1, y2 = int(ys[lo]), int(ys[hi]) + 1
+    bw, bh = x2 - x1, y2 - y1
+    fx1 = float(np.clip(x1 - enlarge * bw, 0, w - 1))
+    fx2 = float(np.clip(x2 + enlarge * bw, fx1 + 1, w))
+    fy1 = float(np.clip(y1 - enlarge * bh, 0, h - 1))
+    fy2 = float(np.clip(y2 + enlarge * bh, fy1 + 1, h))
+    return int(fx1), int(fy1), int(fx2), int(fy2)
+
+
+def boxes_from_labels(labels: np.ndarray, object_ids, enlarge: float = 0.15, ratio: float = 1.0) -> np.ndarray:
+    """One :func:`object_box` per id of an (H, W) id map; returns (N, 4) int64 rows ``x1, y1, x2, y2``."""
+    return np.array([object_box(labels == i, enlarge, ratio) for i in object_ids], np.int64).reshape(-1, 4)
+
+
+def scale_box(box: Box, sx: float, sy: float) -> Box:
+    """A box on another resolution (e.g. 480p -> Full-Resolution), rounded like the original: ``int(0.5 + x * s)``."""
+    x1, y1, x2, y2 = box
+    return int(0.5 + x1 * sx), int(0.5 + y1 * sy), int(0.5 + x2 * sx), int(0.5 + y2 * sy)
+
+
+def crop_resize(array: np.ndarray, box: Box, size: int, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """``cv2.resize`` of ``array[y1:y2, x1:x2]`` to (size, size[, C]).
+
+    Bilinear (default) for images, probabilities and flow (flow vectors are not rescaled, as in the original);
+    ``cv2.INTER_NEAREST`` for id maps. Bool input is returned as bool; a trailing channel axis is kept even when C=1.
+    """
+    x1, y1, x2, y2 = box
+    patch = array[y1:y2, x1:x2]
+    out = cv2.resize(patch.view(np.uint8) if patch.dtype == bool else patch, (size, size), interpolation=interpolation)
+    if array.dtype == bool:
+        out = out.astype(bool)
+    return out.reshape((size, size) + array.shape[2:])
+
+
+def paste_back(patch: np.ndarray, box: Box, out_shape: tuple[int, int], fill=0.0,
+               interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """Resize a (S, S[, C]) patch to the box and write it into a new array of (H, W) = ``out_shape``.
+
+    Outside the box the result is ``fill`` (a scalar, or one value per channel). Returns (H, W[, C]) of the patch's
+    dtype.
+    """
+    x1, y1, x2, y2 = box
+    resized = cv2.resize(patch, (x2 - x1, y2 - y1), interpolation=interpolation).reshape(
+        (y2 - y1, x2 - x1) + patch.shape[2:])
+    out = np.empty(tuple(out_shape[:2]) + patch.shape[2:], patch.dtype)
+    out[...] = fill
+    out[y1:y2, x1:x2] = resized
+    return out

@@ -1,0 +1,367 @@
+"""Training and validation samples for the propagation network: one object per sample, cropped around it.
+
+A sample is a dict of numpy arrays (the default collate turns them into tensors)::
+
+    image   float32 (3, S, S)  RGB in [0, 1]
+    flow    float32 (2, S, S)  pixels, from the current frame toward the source frame (crop resizing leaves the
+                               vectors unscaled, as in the original; augmentation maps them, see ``augment``)
+    prior   float32 (1, S, S)  mask prior in [0, 1]
+    target  int64   (S, S)     1 = the object, 0 = elsewhere, 255 = ignore (void pixels and padding)
+
+Training crops (original Caffe layer): the object's tight ground-truth box, each side jittered by up to +-20% of the
+box size, then enlarged by 30% per side and clipped to the frame; a random flip/rotation/scale about the box centre is
+folded into the same affine warp, so every array is warped once, straight from the full frame to S x S.
+
+Sample sources:
+
+- video pair: frame t and a neighbouring source frame (t-1 going forward, t+1 going backward). The prior is the source
+  frame's ground truth of the object, warped to t with the original forward-backward-checked warp; with probability
+  ``p_deform`` it is instead a synthetic deformation of t's own ground truth. The flow input is the flow from t toward
+  the source frame (``t.rflo`` forward, ``t.flo`` backward).
+- static frame: one annotated frame, prior = deformed ground truth, zeroed with probability 0.4, flow input zero.
+- first frame (online finetuning): the annotated frames of the sequences to finetune on, prior = deformed ground
+  truth. Frame 0 has no backward flow, so its flow input is the negated forward flow ``-(0.flo)``, an approximation
+  of the missing ``0.rflo``; a later annotated frame t uses its real ``t.rflo``.
+
+Randomness: item i of epoch e draws from ``np.random.default_rng((seed, e, i))``, so DataLoader workers never repeat
+each other and a run is reproducible; call ``set_epoch(e)`` before each epoch.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from .augment import Augmentation, warp, warp_flow
+from .crops import crop_resize, object_box
+from .davis import DavisRoot
+from .deform import deform_mask
+from .labels import VOID, read_frame, read_labels
+from .warp import warp_backward
+
+MAX_ATTEMPTS = 100
+
+
+class Flows(Protocol):
+    """What the samples need from a ``vsreid.data.flow.FlowCache``: (H, W, 2) float32 flows on frame t's grid."""
+
+    def forward(self, seq: str, t: int) -> np.ndarray: ...  # t -> t+1 (``t.flo``)
+
+    def backward(self, seq: str, t: int) -> np.ndarray: ...  # t -> t-1 (``t.rflo``)
+
+
+class _LRU:
+    """A small least-recently-used cache: ``get(key, make)``."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self._items: OrderedDict = OrderedDict()
+
+    def get(self, key, make: Callable):
+        if key in self._items:
+            self._items.move_to_end(key)
+            return self._items[key]
+        value = make()
+        if self.capacity > 0:
+            self._items[key] = value
+            if len(self._items) > self.capacity:
+                self._items.popitem(last=False)
+        return value
+
+
+class _Frames:
+    """Decoded frames and annotations of one root, frame by frame in LRU caches, plus per-frame id counts."""
+
+    def __init__(self, root: DavisRoot, sequences: Sequence[str], cache_frames: int, cache_labels: int):
+        self.root = root
+        self.paths = {s: root.frame_paths(s) for s in sequences}
+        self.stems = {s: [p.stem for p in self.paths[s]] for s in sequences}
+        annotated = {s: set(root.annotated_stems(s)) for s in sequences}
+        self.annotated = {s: [st in annotated[s] for st in self.stems[s]] for s in sequences}
+        self._frames = _LRU(cache_frames)
+        self._labels = _LRU(cache_labels)
+        self._counts: dict[tuple[str, int], np.ndarray] = {}
+
+    def frame(self, seq: str, t: int) -> np.ndarray:
+        """(H, W, 3) uint8 RGB."""
+        return self._frames.get((seq, t), lambda: read_frame(self.paths[seq][t]))
+
+    def labels(self, seq: str, t: int) -> np.ndarray:
+        """(H, W) uint8 ids."""
+        return self._labels.get((seq, t), lambda: read_labels(self.root.annotation_path(seq, self.stems[seq][t])))
+
+    def counts(self, seq: str, t: int) -> np.ndarray:
+        """(256,) int64 pixel count per id in frame t's annotation."""
+        key = (seq, t)
+        if key not in self._counts:
+            self._counts[key] = np.bincount(self.labels(seq, t).ravel(), minlength=256)
+        return self._counts[key]
+
+    def objects(self, seq: str, t: int, min_area: int = 1) -> np.ndarray:
+        """Ids (1..254) with at least ``min_area`` pixels in frame t."""
+        c = self.counts(seq, t)[1:VOID]
+        return np.flatnonzero(c >= min_area) + 1
+
+
+def _pick(rng: np.random.Generator, items):
+    return items[int(rng.integers(len(items)))]
+
+
+def _as_augmentation(augment: bool | Augmentation | None) -> Augmentation | None:
+    if isinstance(augment, Augmentation):
+        return augment
+    return Augmentation() if augment else None
+
+
+class _Sampler:
+    """Shared machinery: crop geometry, rendering of one object's arrays, epochs and seeds."""
+
+    def __init__(self, size: int, samples_per_epoch: int, seed: int, augment, jitter: float, context: float,
+                 min_area: int):
+        self.size = size
+        self.samples_per_epoch = samples_per_epoch
+        self.seed = seed
+        self.augmentation = _as_augmentation(augment)
+        self.jitter = jitter
+        self.context = context
+        self.min_area = min_area
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng((self.seed, self.epoch, index))
+
+    def _geometry(self, mask: np.ndarray, rng: np.random.Generator):
+        """The in->out (3, 3) matrix from the frame to the S x S crop, the (2, 2) flow-vector map, and the frame
+        region (x0, y0, x1, y1) that the crop reads."""
+        h, w = mask.shape
+        x1, y1, x2, y2 = (float(v) for v in object_box(mask, enlarge=0.0))
+        bw, bh = x2 - x1, y2 - y1
+        j = rng.uniform(-self.jitter, self.jitter, 4) * np.array([bw, bh, bw, bh])
+        x1, y1, x2, y2 = x1 + j[0], y1 + j[1], max(x2 + j[2], x1 + j[0] + 1), max(y2 + j[3], y1 + j[1] + 1)
+        bw, bh = x2 - x1, y2 - y1
+        x1 = float(np.clip(x1 - self.context * bw, 0, w - 1))
+        x2 = float(np.clip(x2 + self.context * bw, x1 + 1, w))
+        y1 = float(np.clip(y1 - self.context * bh, 0, h - 1))
+        y2 = float(np.clip(y2 + self.context * bh, y1 + 1, h))
+        s = self.size
+        crop = np.array([[s / (x2 - x1), 0, (0.5 - x1) * s / (x2 - x1) - 0.5],
+                         [0, s / (y2 - y1), (0.5 - y1) * s / (y2 - y1) - 0.5], [0, 0, 1]])  # cv2.resize's mapping
+        aug = np.eye(3)
+        if self.augmentation is not None:
+            # about the crop's centre in pixel-centre coordinates, so that a flip mirrors the crop exactly
+            aug = self.augmentation.draw_geometry(rng).matrix(((x1 + x2 - 1) / 2, (y1 + y2 - 1) / 2))
+        matrix = crop @ aug
+        corners = np.array([[-0.5, -0.5, 1], [s - 0.5, -0.5, 1], [-0.5, s - 0.5, 1], [s - 0.5, s - 0.5, 1]])
+        src = (np.linalg.inv(matrix) @ corners.T)[:2]
+        rx0, ry0 = np.floor(src.min(1)).astype(int) - 1
+        rx1, ry1 = np.ceil(src.max(1)).astype(int) + 2
+        region = (max(rx0, 0), max(ry0, 0), min(max(rx1, 1), w), min(max(ry1, 1), h))
+        return matrix, aug[:2, :2], region
+
+    def _render(self, matrix, linear, rng, image, labels, obj, prior, flow) -> dict[str, np.ndarray]:
+        """Warp the full-frame arrays to the crop. ``prior`` (H, W) bool or None, ``flow`` (H, W, 2) or None."""
+        s = (self.size, self.size)
+        img = warp(image, matrix, s).astype(np.float32) / 255
+        if self.augmentation is not None:
+            img = self.augmentation.photometric(img, rng)
+        lab = warp(labels, matrix, s, cv2.INTER_NEAREST, fill=VOID)
+        target = np.where(lab == obj, 1, np.where(lab == VOID, VOID, 0)).astype(np.int64)
+        p = np.zeros(s, np.float32) if prior is None else \
+            warp(prior.view(np.uint8) * np.uint8(255), matrix, s).astype(np.float32) / 255
+        f = np.zeros(s + (2,), np.float32) if flow is None else warp_flow(flow, matrix, s, linear)
+        return {"image": np.ascontiguousarray(img.transpose(2, 0, 1)),
+                "flow": np.ascontiguousarray(f.transpose(2, 0, 1)),
+                "prior": p[None], "target": target}
+
+
+class PropagationSamples(_Sampler):
+    """Video-pair and static-frame training samples from one or more DAVIS roots.
+
+    Args:
+        roots: (root, sequences) pairs; sequences None = every sequence of the root.
+        flow: one flow cache per root (``FlowCache``: ``.forward(seq, t)``, ``.backward(seq, t)``), or a callable
+            giving the cache of a root.
+        size: crop side S in pixels.
+        samples_per_epoch: ``len(self)``.
+        p_deform: probability that a video pair's prior is a deformed ground truth instead of the warped one.
+        p_static: probability of a static-frame sample instead of a video pair.
+        p_zero_prior: probability that a static sample's prior is all zero.
+        augment: True for the default :class:`Augmentation`, an instance, or False for none.
+        jitter, context: box jitter and enlargement per side, as fractions of the box size.
+        min_area: an object needs this many pixels in the current frame to be picked.
+        cache_frames, cache_labels: LRU sizes (decoded frames / annotations per root).
+    """
+
+    def __init__(self, roots: Sequence[tuple[DavisRoot, Sequence[str] | None]],
+                 flow: Sequence[Flows] | Callable[[DavisRoot], Flows], size: int = 321,
+                 samples_per_epoch: int = 10000, p_deform: float = 0.5, p_static: float = 0.0,
+                 p_zero_prior: float = 0.4, seed: int = 0, augment: bool | Augmentation = True, jitter: float = 0.2,
+                 context: float = 0.3, min_area: int = 16, cache_frames: int = 32, cache_labels: int = 128):
+        super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area)
+        self.p_deform, self.p_static, self.p_zero_prior = p_deform, p_static, p_zero_prior
+        self.stores = [_Frames(r, r.sequences(sequences=list(seqs) if seqs else None), cache_frames, cache_labels)
+                       for r, seqs in roots]
+        self.flows = [flow(r) for r, _ in roots] if callable(flow) else list(flow)
+        if len(self.flows) != len(self.stores):
+            raise ValueError(f"{len(self.flows)} flow caches for {len(self.stores)} roots")
+        # (store, seq, forward ts, backward ts): t valid when t and its source frame are annotated
+        self.pairs, self.static = [], []
+        for k, store in enumerate(self.stores):
+            for seq, ann in store.annotated.items():
+                fwd = [t for t in range(1, len(ann)) if ann[t] and ann[t - 1]]
+                bwd = [t for t in range(len(ann) - 1) if ann[t] and ann[t + 1]]
+                if fwd or bwd:
+                    self.pairs.append((k, seq, fwd, bwd))
+                self.static += [(k, seq, t) for t in range(len(ann)) if ann[t]]
+        if p_static < 1 and not self.pairs:
+            raise ValueError("no sequence has two consecutive annotated frames: video pairs are impossible")
+        if p_static > 0 and not self.static:
+            raise ValueError("no annotated frame in the given sequences")
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        rng = self._rng(index)
+        static = rng.random() < self.p_static
+        for _ in range(MAX_ATTEMPTS):
+            sample = self._static(rng) if static else self._video_pair(rng)
+            if sample is not None:
+                return sample
+        raise RuntimeError(f"no object with at least {self.min_area} pixels found in {MAX_ATTEMPTS} draws")
+
+    def _video_pair(self, rng):
+        k, seq, fwd, bwd = _pick(rng, self.pairs)
+        forward = bool(rng.random() < 0.5) if fwd and bwd else bool(fwd)
+        t = _pick(rng, fwd if forward else bwd)
+        src = t - 1 if forward else t + 1
+        store, flows = self.stores[k], self.flows[k]
+        ids = np.intersect1d(store.objects(seq, t, self.min_area), store.objects(seq, src))
+        if ids.size == 0:
+            return None
+        obj = int(_pick(rng, ids))
+        labels = store.labels(seq, t)
+        mask = labels == obj
+        matrix, linear, region = self._geometry(mask, rng)
+        to_source = flows.backward(seq, t) if forward else flows.forward(seq, t)
+        if rng.random() < self.p_deform:
+            prior = deform_mask(mask, rng)
+        else:
+            from_source = flows.forward(seq, src) if forward else flows.backward(seq, src)
+            prior = warp_backward(store.labels(seq, src), to_source, from_source, region=region) == obj
+        return self._render(matrix, linear, rng, store.frame(seq, t), labels, obj, prior, to_source)
+
+    def _static(self, rng):
+        k, seq, t = _pick(rng, self.static)
+        store = self.stores[k]
+        ids = store.objects(seq, t, self.min_area)
+        if ids.size == 0:
+            return None
+        obj = int(_pick(rng, ids))
+        labels = store.labels(seq, t)
+        mask = labels == obj
+        matrix, linear, _ = self._geometry(mask, rng)
+        prior = None if rng.random() < self.p_zero_prior else deform_mask(mask, rng)
+        return self._render(matrix, linear, rng, store.frame(seq, t), labels, obj, prior, None)
+
+
+class FirstFrameSamples(_Sampler):
+    """Online-finetuning samples from the annotated first frames of the sequences to segment.
+
+    Args:
+        root, sequences: the DAVIS root and the sequences (every annotated one when None).
+        flow_cache: the root's flow cache.
+        frames: per sequence, the frame indices to train on (default: frame 0 only).
+        Other arguments as :class:`PropagationSamples`.
+    """
+
+    def __init__(self, root: DavisRoot, sequences: Sequence[str] | None, flow_cache: Flows, size: int = 321,
+                 samples_per_epoch: int = 1000, seed: int = 0, frames: Mapping[str, Sequence[int]] | None = None,
+                 augment: bool | Augmentation = True, jitter: float = 0.2, context: float = 0.3, min_area: int = 16,
+                 cache_frames: int = 32, cache_labels: int = 128):
+        super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area)
+        self.store = _Frames(root, root.sequences(sequences=list(sequences) if sequences else None), cache_frames,
+                             cache_labels)
+        self.flows = flow_cache
+        self.items = []  # (seq, t, ids)
+        for seq in self.store.stems:
+            for t in (frames or {}).get(seq, [0]):
+                if not self.store.annotated[seq][t]:
+                    raise ValueError(f"{root.annotation_path(seq, self.store.stems[seq][t])}: frame {t} is not "
+                                     f"annotated")
+                ids = self.store.objects(seq, t, min_area)
+                if ids.size:
+                    self.items.append((seq, t, ids))
+        if not self.items:
+            raise ValueError(f"no object with at least {min_area} pixels in the first frames of {root.root}")
+
+    def _flow(self, seq: str, t: int) -> np.ndarray | None:
+        """Flow from frame t toward its previous frame: ``t.rflo``, or ``-(0.flo)`` for frame 0."""
+        if t > 0:
+            return self.flows.backward(seq, t)
+        if len(self.store.stems[seq]) > 1:
+            return -self.flows.forward(seq, 0)
+        return None
+
+    def __getitem__(self, index: int) -> dict[str, np.ndarray]:
+        rng = self._rng(index)
+        seq, t, ids = _pick(rng, self.items)
+        obj = int(_pick(rng, ids))
+        labels = self.store.labels(seq, t)
+        mask = labels == obj
+        matrix, linear, _ = self._geometry(mask, rng)
+        prior = deform_mask(mask, rng)
+        return self._render(matrix, linear, rng, self.store.frame(seq, t), labels, obj, prior, self._flow(seq, t))
+
+
+class EvalPairs:
+    """Deterministic one-step validation: every (sequence, t >= 1, object present at t-1) with t-1 and t annotated.
+
+    The prior is the ground truth of t-1 warped to t; the crop is the 15%-enlarged box of the warped prior, as at test
+    time (``crop_resize``: bilinear for image, flow and prior, nearest for the target). No augmentation. Besides the
+    training keys, an item holds::
+
+        box          int64 (4,)    the crop box x1, y1, x2, y2 in frame pixels (paste predictions back with it)
+        target_full  uint8 (H, W)  the object's full-frame ground truth: 1, 0, 255 = void
+        prior_full   uint8 (H, W)  the warped prior thresholded at 0.5: the "copy the prior" baseline
+        seq, t, object_id
+
+    ``target_full`` and ``prior_full`` have the frame size, so a batch must hold frames of one size.
+    """
+
+    def __init__(self, root: DavisRoot, sequences: Sequence[str] | None, flow_cache: Flows, size: int = 321,
+                 frame_step: int = 1, enlarge: float = 0.15, cache_frames: int = 8, cache_labels: int = 16):
+        self.size, self.enlarge, self.flows = size, enlarge, flow_cache
+        self.store = _Frames(root, root.sequences(sequences=list(sequences) if sequences else None), cache_frames,
+                             cache_labels)
+        self.items: list[tuple[str, int, int]] = []
+        for seq, ann in self.store.annotated.items():
+            for t in range(1, len(ann), frame_step):
+                if ann[t] and ann[t - 1]:
+                    self.items += [(seq, t, int(obj)) for obj in self.store.objects(seq, t - 1)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        seq, t, obj = self.items[index]
+        labels = self.store.labels(seq, t)
+        to_source = self.flows.backward(seq, t)
+        warped = warp_backward(self.store.labels(seq, t - 1), to_source, self.flows.forward(seq, t - 1)) == obj
+        box = object_box(warped, self.enlarge)
+        s = self.size
+        image = crop_resize(self.store.frame(seq, t).astype(np.float32), box, s) / 255
+        lab = crop_resize(labels, box, s, cv2.INTER_NEAREST)
+        target_full = np.where(labels == obj, 1, np.where(labels == VOID, VOID, 0)).astype(np.uint8)
+        return {"image": np.ascontiguousarray(image.transpose(2, 0, 1)),
+                "flow": np.ascontiguousarray(crop_resize(to_source, box, s).transpose(2, 0, 1)),
+                "prior": crop_resize(warped.astype(np.float32), box, s)[None],
+                "target": np.where(lab == obj, 1, np.where(lab == VOID, VOID, 0)).astype(np.int64),
+                "box": np.array(box, np.int64), "target_full": target_full,
+                "prior_full": warped.astype(np.uint8), "seq": seq, "t": t, "object_id": obj}
