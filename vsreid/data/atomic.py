@@ -8,17 +8,27 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 
+def _file_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_FILE_MODE = _file_mode()
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success rename it onto ``path``, on error delete it.
 
-    The temporary name starts with ``.`` and keeps the extension (``suffix`` defaults to that of ``path``), so
-    writers that choose the format by extension (OpenCV, PIL) still work and globs like ``*.png`` never see it.
+    The temporary name is hidden (``.<name>.<random><suffix>``, suffix ``.tmp`` by default), so neither readers that
+    skip dotfiles nor globs like ``*.png`` ever see a partial file. Writers that pick the format from the extension
+    (OpenCV) pass e.g. ``suffix=".tmp.jpg"``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix if suffix is None else suffix,
-                               dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    os.fchmod(fd, _FILE_MODE)  # mkstemp makes 0600 files; results should be readable like any other file
     os.close(fd)
     tmp = Path(tmp)
     try:

@@ -23,6 +23,9 @@ from .aspp import ASPP
 from .efficientnet_lite import efficientnet_lite0
 from .sense_resnet import sense_resnet
 
+#: Initial logit margin of the optional prior skip: with it the untrained network starts by copying its prior.
+PRIOR_SKIP_GAIN = 2.0
+
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "efficientnet_lite0")
 
 #: Backbone family -> (channel order applied to the BGR input, mean, std), both in 0-255 units of the reordered input.
@@ -58,6 +61,8 @@ class MP2S(nn.Module):
     ``efficientnet_lite0`` (no other backbone has offline weights; the flow stream always starts from scratch).
     ``bn_momentum`` is in PyTorch convention (the original's Caffe-style 0.95 is 0.05 here) and applies to all BN.
     While ``bn_frozen`` is set (see ``set_bn_frozen``), ``train()`` keeps the BN layers in eval mode.
+    ``prior_skip`` (not in the paper; off for the paper config) adds a learnt 1x1 conv of ``2*prior-1`` to the
+    full-resolution logits, so a briefly trained CPU model starts from copying its prior and learns corrections.
     """
 
     def __init__(
@@ -70,6 +75,7 @@ class MP2S(nn.Module):
         bn_momentum: float = 0.05,
         pretrained: bool = False,
         dropout: float = 0.1,
+        prior_skip: bool = False,
     ):
         super().__init__()
         if backbone not in BACKBONES:
@@ -84,6 +90,13 @@ class MP2S(nn.Module):
         self.classifier = nn.Conv2d(aspp_channels, num_classes, 1)
         self.flow_classifier = nn.Conv2d(aspp_channels, num_classes, 1)
         self.dropout = nn.Dropout2d(dropout)
+        if prior_skip:
+            self.prior_skip = nn.Conv2d(1, num_classes, 1)
+            with torch.no_grad():
+                self.prior_skip.weight.view(-1)[:] = torch.linspace(-PRIOR_SKIP_GAIN, PRIOR_SKIP_GAIN, num_classes)
+                self.prior_skip.bias.zero_()
+        else:
+            self.prior_skip = None
         for conv in (self.classifier, self.flow_classifier):
             nn.init.normal_(conv.weight, 0.0, 0.01)
             nn.init.zeros_(conv.bias)
@@ -98,7 +111,10 @@ class MP2S(nn.Module):
         x = (image.index_select(1, self.image_order) - self.image_mean) / self.image_std
         logits = self.classifier(self.dropout(self.aspp(self.backbone(x, prior))))
         logits = logits + self.flow_classifier(self.dropout(self.flow_aspp(self.flow_backbone(flow, prior))))
-        return F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+        logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+        if self.prior_skip is not None:
+            logits = logits + self.prior_skip(2.0 * prior - 1.0)
+        return logits
 
     def train(self, mode: bool = True) -> MP2S:
         super().train(mode)
@@ -118,7 +134,7 @@ class MP2S(nn.Module):
         holds more than tensors and plain containers.
         """
         path = Path(path)
-        checkpoint = _load_checkpoint(path, map_location)
+        checkpoint = load_checkpoint_file(path, map_location)
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
             raise ValueError(f"{path}: expected a dict with a 'state_dict' entry (the original MP2S.pth.tar format)")
         state = dict(checkpoint["state_dict"])
@@ -142,7 +158,8 @@ class MP2S(nn.Module):
         return model.eval()
 
 
-def _load_checkpoint(path: Path, map_location):
+def load_checkpoint_file(path: Path, map_location="cpu"):
+    """``torch.load`` with ``weights_only=True``, falling back to full unpickling only for non-tensor content."""
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:

@@ -1,0 +1,62 @@
+"""Small fixtures for the Lightning tests: synthetic DAVIS roots, a tiny MP2S and its config files."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from vsreid.data.synthetic import generate_sequence, write_sequence
+
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_MODEL = dict(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, pretrained=False,
+                  prior_skip=True, crop_size=65, predict_batch_size=8, refine_iterations=2)
+
+
+def synthetic_root(root: Path, lengths=(26, 28, 30, 33, 27), seed: int = 0) -> list[str]:
+    """Synthetic 2-object sequences of the given lengths (64x104 frames), all annotated."""
+    names = []
+    for k, n in enumerate(lengths):
+        seq = generate_sequence(f"s{k}", seed + k, size=(64, 104), num_frames=n, num_objects=2, min_absence=1)
+        write_sequence(root, seq)
+        names.append(seq.name)
+    return names
+
+
+def tiny_weights(path: Path, seed: int = 0) -> Path:
+    """A fixed random tiny MP2S saved like a checkpoint ({'state_dict': ...}), so every process loads the same."""
+    from vsreid.models.mp2s import MP2S
+
+    torch.manual_seed(seed)
+    cfg = {k: TINY_MODEL[k] for k in ("backbone", "output_stride", "aspp_channels", "pretrained", "prior_skip")}
+    torch.save({"state_dict": MP2S(**cfg).state_dict()}, path)
+    return path
+
+
+def predict_config(path: Path, root: Path, weights: Path, logs: Path, reid: bool = True) -> Path:
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "enable_model_summary": False,
+                    "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+                               "init_args": {"save_dir": str(logs), "name": "predict"}},
+                    "callbacks": [{"class_path": "vsreid.lightning.callbacks.ReIDRecovery",
+                                   "init_args": {"provider": "appearance", "enabled": reid}}]},
+        "model": {**TINY_MODEL, "init_from": str(weights)},
+        "data": {"class_path": "vsreid.lightning.data.DavisPredictDataModule",
+                 "init_args": {"root": str(root), "flow_preset": "ultrafast"}},
+    }
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def run_cli(args: list[str], timeout: float = 600, **kw) -> subprocess.CompletedProcess:
+    """``python -m vsreid ARGS`` in a subprocess (DDP relaunches it), failing with its output on error."""
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    proc = subprocess.run([sys.executable, "-m", "vsreid", *args], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout, **kw)
+    assert proc.returncode == 0, f"vsreid {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+    return proc

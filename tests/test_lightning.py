@@ -1,0 +1,119 @@
+"""Lightning layer: fit logs to TensorBoard, predict over DDP equals one device, interrupted predict resumes."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from lightning_helpers import REPO, TINY_MODEL, predict_config, run_cli, synthetic_root, tiny_weights
+from vsreid.data.davis import DavisRoot
+from vsreid.data.labels import read_labels
+from vsreid.lightning.data import balanced_shards
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    names = synthetic_root(root)
+    return root, names
+
+
+def test_balanced_shards_cover_everything_once():
+    costs = [30, 10, 50, 20, 40, 5]
+    for n in (1, 2, 3, 7):
+        shards = balanced_shards(costs, n)
+        assert sorted(i for s in shards for i in s) == list(range(len(costs)))
+    loads = [sum(costs[i] for i in s) for s in balanced_shards(costs, 2)]
+    assert max(loads) - min(loads) <= 10
+
+
+def test_fit_logs_scalars_and_images_to_tensorboard(synth, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    root, names = synth
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
+                    "val_check_interval": 2, "enable_model_summary": False, "default_root_dir": str(tmp_path)},
+        "model": {**TINY_MODEL, "image_log_every_n_steps": 2, "lr": 1e-3},
+        "data": {"class_path": "vsreid.lightning.data.PretrainDataModule",
+                 "init_args": {"train_roots": [str(root)], "train_sequences": names[:3], "val_root": str(root),
+                               "val_sequences": names[3:4], "val_frame_step": 8, "crop_size": 65, "batch_size": 2,
+                               "samples_per_epoch": 8, "num_workers": 0, "flow_preset": "ultrafast"}},
+    }
+    (tmp_path / "fit.yaml").write_text(yaml.safe_dump(cfg))
+    run_cli(["fit", "-c", str(tmp_path / "fit.yaml")])
+    events = sorted((tmp_path / "lightning_logs").glob("version_*/events.out.tfevents.*"))
+    assert events
+    acc = EventAccumulator(str(events[0].parent), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = acc.Tags()
+    for scalar in ("train/loss", "train/lr", "val/iou", "val/iou_copy_prior", "val/iou_gain"):
+        assert scalar in tags["scalars"], tags["scalars"]
+    assert {"train/samples", "val/samples"} <= set(tags["images"])
+    image = acc.Images("train/samples")[0]
+    assert image.width == 4 * 65 and image.height >= 65
+    assert len(acc.Scalars("train/loss")) >= 3
+    assert sorted((tmp_path / "lightning_logs").glob("version_*/checkpoints/*.ckpt"))
+
+
+def _predict(cfg: Path, out: Path, *extra: str, **kw):
+    return run_cli(["predict", "-c", str(cfg), "--output", str(out), *extra], **kw)
+
+
+def _pngs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*.png"))}
+
+
+@pytest.mark.ddp
+def test_predict_two_processes_equals_one(synth, tmp_path):
+    root, names = synth
+    weights = tiny_weights(tmp_path / "tiny.pt")
+    cfg = predict_config(tmp_path / "predict.yaml", root, weights, tmp_path / "logs")
+    _predict(cfg, tmp_path / "one")
+    _predict(cfg, tmp_path / "two", "--trainer.devices", "2", "--trainer.strategy", "ddp")
+    one, two = _pngs(tmp_path / "one"), _pngs(tmp_path / "two")
+    expected = sum(len(DavisRoot(root).frame_stems(n)) for n in names)
+    assert len([k for k in one if not k.startswith("draft/")]) == expected
+    assert one.keys() == two.keys()
+    assert all(one[k] == two[k] for k in one), [k for k in one if one[k] != two[k]][:5]
+    for out in (tmp_path / "one", tmp_path / "two"):
+        assert sorted(p.parent.name for p in out.glob("*/.done")) == sorted(names)
+    # each sequence was written by the rank the balanced sharding gave it, and both ranks worked
+    costs = [len(DavisRoot(root).frame_stems(n)) * 2 for n in names]
+    expected_rank = {names[i]: r for r, shard in enumerate(balanced_shards(costs, 2)) for i in shard}
+    ranks = {n: json.loads((tmp_path / "two" / n / ".done").read_text())["rank"] for n in names}
+    assert ranks == expected_rank and set(ranks.values()) == {0, 1}
+    assert read_labels(tmp_path / "one" / names[0] / "00000.png").max() == 2
+
+
+def test_interrupted_predict_resumes_without_partial_files(synth, tmp_path):
+    root, names = synth
+    weights = tiny_weights(tmp_path / "tiny.pt")
+    cfg = predict_config(tmp_path / "predict.yaml", root, weights, tmp_path / "logs", reid=False)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "vsreid", "predict", "-c", str(cfg), "--output", str(out)],
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not list(out.glob("*/.done")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = sorted(p.parent.name for p in out.glob("*/.done"))
+    assert 1 <= len(finished) < len(names), "the kill must land between the first and the last sequence"
+    for png in out.rglob("*.png"):  # whatever is visible is a complete PNG
+        with Image.open(png) as im:
+            im.load()
+    stamps = {p: p.stat().st_mtime_ns for seq in finished for p in (out / seq).glob("*.png")}
+    proc = _predict(cfg, out)
+    assert all(p.stat().st_mtime_ns == m for p, m in stamps.items()), "finished sequences were redone"
+    assert sorted(p.parent.name for p in out.glob("*/.done")) == sorted(names)
+    for seq in names:
+        assert len(list((out / seq).glob("*.png"))) == len(DavisRoot(root).frame_stems(seq))
+    assert not [p for p in out.rglob(".*") if p.name != ".done"], "temporary files left behind"

@@ -1,0 +1,59 @@
+"""Running MP2S on batches of per-object crops, with the original's horizontal-flip test-time augmentation."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from vsreid.models.mp2s import rgb_to_mp2s
+
+
+class PatchPredictor:
+    """Foreground probabilities for crops of (image, flow, prior).
+
+    Args:
+        net: an MP2S-style module, ``net(image_bgr255, flow, prior) -> logits (n, 2, S, S)``.
+        flip: average with the horizontally mirrored pass (flow u negated), as the original does.
+        batch_size: crops per forward pass (the flipped copies travel in the same batch).
+    """
+
+    def __init__(self, net: nn.Module, flip: bool = True, batch_size: int = 8):
+        self.net = net
+        self.flip = flip
+        self.batch_size = batch_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @torch.no_grad()
+    def __call__(self, images: np.ndarray, flows: np.ndarray, priors: np.ndarray) -> np.ndarray:
+        """images (n, S, S, 3) RGB 0-255, flows (n, S, S, 2) px, priors (n, S, S) in [0, 1] -> (n, S, S) P(fg)."""
+        if len(images) == 0:
+            return np.zeros((0,) + images.shape[1:3], np.float32)
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            out = [self._run(images[i:i + self.batch_size], flows[i:i + self.batch_size],
+                             priors[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+        finally:
+            self.net.train(was_training)
+        return np.concatenate(out)
+
+    def _run(self, images, flows, priors) -> np.ndarray:
+        dev = self.device
+        image = rgb_to_mp2s(torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(dev)
+                            .permute(0, 3, 1, 2) / 255.0)
+        flow = torch.from_numpy(np.ascontiguousarray(flows, np.float32)).to(dev).permute(0, 3, 1, 2)
+        prior = torch.from_numpy(np.ascontiguousarray(priors, np.float32)).to(dev)[:, None]
+        n = image.shape[0]
+        if self.flip:
+            mirrored_flow = flow.flip(3)
+            mirrored_flow = torch.cat([-mirrored_flow[:, :1], mirrored_flow[:, 1:]], 1)
+            image = torch.cat([image, image.flip(3)])
+            flow = torch.cat([flow, mirrored_flow])
+            prior = torch.cat([prior, prior.flip(3)])
+        fg = torch.softmax(self.net(image, flow, prior).float(), dim=1)[:, 1]
+        if self.flip:
+            fg = (fg[:n] + fg[n:].flip(2)) / 2
+        return fg.cpu().numpy()

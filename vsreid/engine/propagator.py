@@ -1,0 +1,162 @@
+"""Mask propagation with optical flow and MP2S, following the original VS-ReID ``predict``/``predict_single``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable, Sequence
+
+import cv2
+import numpy as np
+
+from vsreid.data.crops import boxes_from_labels, crop_resize, scale_box
+from vsreid.data.warp import warp_backward
+
+from .boxes import enclosing_iou
+from .source import SequenceSource
+from .state import PropagationState, initial_state
+
+
+@dataclass
+class PropagationConfig:
+    """The original's constants, configurable.
+
+    crop_size: side of the square crops fed to the network (449 in the paper).
+    box_enlarge: each object's box is enlarged by this fraction of its width/height per side (0.15).
+    lost_ratio: an object is lost once its area is below 1/lost_ratio of its first-frame area (10).
+    max_flow_error: forward-backward consistency threshold of the warp in pixels (100).
+    refine_iterations: network passes at a re-identification, alone and then jointly with neighbours (5).
+    """
+
+    crop_size: int = 449
+    box_enlarge: float = 0.15
+    lost_ratio: float = 10.0
+    max_flow_error: float = 100.0
+    refine_iterations: int = 5
+
+
+Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+class Propagator:
+    """Propagates per-object probabilities through a sequence.
+
+    ``predictor(images (n,S,S,3) RGB 0-255, flows (n,S,S,2), priors (n,S,S)) -> (n,S,S) P(fg)``, e.g. a
+    :class:`vsreid.engine.predictor.PatchPredictor`.
+    """
+
+    def __init__(self, predictor: Predictor, config: PropagationConfig | None = None):
+        self.predictor = predictor
+        self.config = config or PropagationConfig()
+
+    # ------------------------------------------------------------------ public API
+    def start(self, source: SequenceSource, first_labels: np.ndarray, object_ids: Sequence[int]) -> PropagationState:
+        """A new state with frame 0 set from its id map (H, W) uint8."""
+        return initial_state(first_labels, object_ids, source.num_frames, self.config.box_enlarge)
+
+    def run_forward(self, source: SequenceSource, state: PropagationState,
+                    progress: Callable[[int], None] | None = None) -> PropagationState:
+        """The initial pass: propagate every object from frame 0 to the end (``predict(1, T, 1, all)``)."""
+        self.predict(source, state, 1, source.num_frames, 1, range(state.num_objects), progress)
+        return state
+
+    def predict(self, source: SequenceSource, state: PropagationState, start: int, end: int, step: int,
+                targets: Iterable[int], progress: Callable[[int], None] | None = None) -> None:
+        """Propagate ``targets`` (object indices) over frames ``range(start, end, step)`` from frame start - step.
+
+        Each (frame, object) keeps the prediction of its temporally nearest anchor; an object that shrank below
+        1/lost_ratio of its first-frame area stops; non-targets whose box touches a target's box are re-predicted
+        with it so the joint argmax stays consistent. Stops early when no target qualifies.
+        """
+        cfg, targets = self.config, list(targets)
+        anchor = start - step
+        for t in range(start, end, step):
+            src = t - step
+            to_src = source.flow_to_source(t, step)
+            combined_src = state.combined(src)
+            warped = warp_backward(combined_src.transpose(1, 2, 0), to_src, source.flow_from_source(t, step),
+                                   cfg.max_flow_error)
+            boxes = _boxes(np.argmax(warped, axis=2), state.num_objects, cfg.box_enlarge)
+            src_labels = np.argmax(combined_src, axis=0)
+            selected, go_on = [], False
+            for i in range(state.num_objects):
+                if t != start and state.first_area[i] > cfg.lost_ratio * np.count_nonzero(src_labels == i + 1):
+                    continue
+                if abs(state.anchors[t, i] - t) <= abs(anchor - t):
+                    continue
+                if i in targets:
+                    go_on = True
+                    state.anchors[t, i] = anchor
+                    selected.append(i)
+                elif any(enclosing_iou(boxes[i], boxes[j]) > 1e-6 for j in targets):
+                    selected.append(i)
+            if not go_on:
+                break
+            priors = [warped[..., i + 1] for i in selected]
+            self._predict_objects(source, state, t, selected, boxes, priors, to_src)
+            if progress:
+                progress(t)
+
+    def reinitialize(self, source: SequenceSource, state: PropagationState, t: int, i: int, box: Sequence[float]
+                     ) -> None:
+        """Re-initialise object i at frame t inside a re-identified ``box`` (``predict_single`` of the original).
+
+        The first-frame template seeds the prior; ``refine_iterations`` passes refine object i alone, then as many
+        joint passes refine it with the objects around it. The flow input is frame t's backward flow.
+        """
+        cfg, n = self.config, state.num_objects
+        flow = source.flow_to_source(t, 1)
+        labels = state.index_labels(t)
+        x1, y1, x2, y2 = _boxes(labels, n, cfg.box_enlarge)[i]
+        group = [i] + [j - 1 for j in np.unique(labels[y1:y2 + 1, x1:x2 + 1]) if j != 0 and j - 1 != i]
+        erase = state.probs[t, i] > 0.5
+        state.probs[t][:, erase] = 0
+        h, w = state.probs.shape[2:]
+        x1 = int(np.clip(box[0], 0, w - 1))
+        x2 = int(np.clip(box[2], x1 + 1, w))
+        y1 = int(np.clip(box[1], 0, h - 1))
+        y2 = int(np.clip(box[3], y1 + 1, h))
+        det_box = np.array([x1, y1, x2, y2])
+        template = state.templates[i]
+        for it in range(cfg.refine_iterations):
+            prior = template if it == 0 else state.probs[t, i, y1:y2, x1:x2].astype(np.float32)
+            boxes = np.zeros((n, 4), np.int64)
+            boxes[i] = det_box
+            self._predict_objects(source, state, t, [i], boxes, [prior], flow, prior_in_box=True)
+        own = state.probs[t, i].copy()
+        state.probs[t][:, own > 0.5] = 0
+        state.probs[t, i] = own
+        labels = state.index_labels(t)
+        x1, y1, x2, y2 = _boxes(labels, n, cfg.box_enlarge)[i]
+        group = sorted(set(group) | {j - 1 for j in np.unique(labels[y1:y2, x1:x2]) if j != 0})
+        for _ in range(cfg.refine_iterations):
+            combined = state.combined(t)
+            boxes = _boxes(np.argmax(combined, axis=0), n, cfg.box_enlarge)
+            self._predict_objects(source, state, t, group, boxes, [combined[j + 1] for j in group], flow)
+
+    # ------------------------------------------------------------------ crops and network
+    def _predict_objects(self, source: SequenceSource, state: PropagationState, t: int, objects: list[int],
+                         boxes: np.ndarray, priors: list[np.ndarray], flow: np.ndarray,
+                         prior_in_box: bool = False) -> None:
+        """Crop (image, flow, prior) per object, run the network as one batch, paste P(object) back into frame t.
+
+        ``priors[k]`` is a full-frame (H, W) map, or with ``prior_in_box`` already the crop of ``boxes[object]``.
+        """
+        if not objects:
+            return
+        size = self.config.crop_size
+        image = source.crop_frame(t)
+        sx, sy = source.crop_scale
+        images, flows, crops = [], [], []
+        for k, i in enumerate(objects):
+            images.append(crop_resize(image, scale_box(boxes[i], sx, sy), size))
+            flows.append(crop_resize(flow, boxes[i], size))
+            prior = np.ascontiguousarray(priors[k], np.float32)
+            crops.append(cv2.resize(prior, (size, size)) if prior_in_box else crop_resize(prior, boxes[i], size))
+        fg = self.predictor(np.stack(images).astype(np.float32), np.stack(flows), np.stack(crops))
+        for k, i in enumerate(objects):
+            x1, y1, x2, y2 = boxes[i]
+            state.set_object(t, i, boxes[i], cv2.resize(fg[k], (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR))
+
+
+def _boxes(index_labels: np.ndarray, num_objects: int, enlarge: float) -> np.ndarray:
+    """(N, 4) boxes of objects 1..N of an index label map; absent objects get (0, 0, 1, 1)."""
+    return boxes_from_labels(index_labels, range(1, num_objects + 1), enlarge)

@@ -1,0 +1,125 @@
+"""Re-ID recovery (the original's search loop): find lost objects again and re-propagate from there."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from vsreid.data.crops import boxes_from_labels
+
+from ..boxes import enclosing_iou
+from ..propagator import Propagator
+from ..source import SequenceSource
+from ..state import PropagationState
+from .provider import ReIDProvider
+
+PERSON_CLASS = 123  # index of "person" in the original's class-score vectors
+
+
+@dataclass
+class RecoveryConfig:
+    """score_threshold: minimum candidate score (0.5); occlusion_threshold: a candidate box overlapping a visible
+    object's robust box by more than this (intersection over enclosing box) is rejected (0.3); person_threshold:
+    class score above which an object takes part in the person pass (0.5)."""
+
+    score_threshold: float = 0.5
+    occlusion_threshold: float = 0.3
+    person_threshold: float = 0.5
+    max_rounds: int | None = None
+
+
+@dataclass
+class Recovery:
+    """One accepted re-identification: frame, object index, box (x1, y1, x2, y2) and score; ``kind`` is the pass."""
+
+    frame: int
+    object_index: int
+    box: tuple[float, float, float, float]
+    score: float
+    kind: str
+
+
+@dataclass
+class RecoveryLog:
+    recoveries: list[Recovery] = field(default_factory=list)
+
+
+def appearance(state: PropagationState) -> np.ndarray:
+    """(T, N) bool: object i is present in frame t (its tight box covers more than one pixel)."""
+    out = np.zeros((state.num_frames, state.num_objects), bool)
+    for t in range(state.num_frames):
+        boxes = boxes_from_labels(state.index_labels(t), range(1, state.num_objects + 1), enlarge=0.0)
+        out[t] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 1
+    return out
+
+
+def _best_candidate(state: PropagationState, provider: ReIDProvider, appear: np.ndarray, targets: list[int],
+                    cfg: RecoveryConfig):
+    """The single best acceptable (frame, object, box, score) over all frames and targets, or None."""
+    best, best_score = None, 0.0
+    n = state.num_objects
+    for t in range(1, state.num_frames - 1):
+        cands = {j: provider.candidates(t, j) for j in targets if appear[t, j] == 0}  # only missing ones matter
+        if not any(len(c) for c in cands.values()):
+            continue
+        labels = state.index_labels(t)
+        robust = boxes_from_labels(labels, range(1, n + 1), enlarge=0.0, ratio=0.99)
+        for j in targets:
+            c = cands.get(j)
+            if c is None or len(c) == 0 or state.anchors[t, j] == t:
+                continue
+            r = int(np.argmax(c[:, 4]))
+            score = float(c[r, 4])
+            if score <= best_score or score <= cfg.score_threshold:
+                continue
+            x1, y1, x2, y2 = c[r, :4].astype(int)
+            present = np.bincount(labels[max(y1, 0):y2 + 1, max(x1, 0):x2 + 1].ravel(), minlength=n + 1)[1:]
+            if any(enclosing_iou((x1, y1, x2, y2), robust[o]) > cfg.occlusion_threshold
+                   for o in np.flatnonzero(present)):
+                continue
+            if any(k != j and len(c_k) > r and c_k[r, 4] > score for k, c_k in cands.items()):
+                continue
+            best, best_score = (t, j, tuple(float(v) for v in c[r, :4]), score), score
+    return best
+
+
+def recover(propagator: Propagator, source: SequenceSource, state: PropagationState, provider: ReIDProvider,
+            config: RecoveryConfig | None = None) -> RecoveryLog:
+    """Run the person pass (objects classified as persons, when class scores exist) then the object pass.
+
+    A provider with a ``set_pass(kind)`` method is told the pass (``"person"`` / ``"object"``) before it, so that
+    its ``candidates`` return that pass's rows (the original's PersonSearch / ObjectSearch results).
+
+    Each round accepts the single best candidate over all frames and objects, re-initialises the object there, and
+    propagates it backward and forward until the nearest frames where it is visible. A (frame, object) pair becomes
+    an anchor when accepted and is never picked again, so the loop ends after at most T x N rounds.
+    """
+    cfg = config or RecoveryConfig()
+    log = RecoveryLog()
+    n, num_frames = state.num_objects, state.num_frames
+    appear = appearance(state)
+    passes = []
+    scores = [provider.class_scores(i) for i in range(n)]
+    if all(s is not None for s in scores):
+        passes.append(("person", [i for i in range(n) if scores[i][PERSON_CLASS] > cfg.person_threshold]))
+    passes.append(("object", list(range(n))))
+    set_pass = getattr(provider, "set_pass", None)  # providers with separate person / object results
+    for kind, targets in passes:
+        if not targets:
+            continue
+        if set_pass is not None:
+            set_pass(kind)
+        while cfg.max_rounds is None or len(log.recoveries) < cfg.max_rounds:
+            found = _best_candidate(state, provider, appear, targets, cfg)
+            if found is None:
+                break
+            t, j, box, score = found
+            state.anchors[t, j] = t
+            propagator.reinitialize(source, state, t, j, box)
+            earlier = np.flatnonzero(appear[:t, j])
+            propagator.predict(source, state, t - 1, int(earlier[-1]) if earlier.size else 0, -1, [j])
+            later = np.flatnonzero(appear[t + 1:, j])
+            propagator.predict(source, state, t + 1, t + 1 + int(later[0]) if later.size else num_frames, 1, [j])
+            appear = appearance(state)
+            log.recoveries.append(Recovery(t, j, box, score, kind))
+    return log

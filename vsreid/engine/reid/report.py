@@ -1,0 +1,63 @@
+"""The per-sequence re-ID report (written as ``<output>/<seq>/reid.json``), read back by ``vsreid evaluate-reid``."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from vsreid.data.crops import boxes_from_labels
+
+from ..state import PropagationState
+from .provider import ReIDProvider
+from .recovery import RecoveryLog, appearance
+
+TOP_CANDIDATES = 5
+
+
+def draft_appearance(draft: PropagationState | np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
+    """(T, N) bool presence of each object in the draft, given as a state, its (T, N) presence, or (T, H, W) id maps.
+
+    Present means the object's tight box covers more than one pixel, as :func:`~.recovery.appearance`.
+    """
+    if isinstance(draft, PropagationState):
+        return appearance(draft)
+    draft = np.asarray(draft)
+    if draft.ndim == 2:
+        return draft.astype(bool)
+    out = np.zeros((len(draft), len(object_ids)), bool)
+    for t, labels in enumerate(draft):
+        boxes = boxes_from_labels(labels, object_ids, enlarge=0.0)
+        out[t] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 1
+    return out
+
+
+def build_report(seq: str, draft: PropagationState | np.ndarray, provider: ReIDProvider, log: RecoveryLog,
+                 object_ids: Sequence[int]) -> dict:
+    """The JSON-ready report of one sequence.
+
+    Args:
+        seq: sequence name.
+        draft: the forward pass alone (see :func:`draft_appearance`); the state after recovery is NOT the draft.
+        provider: the prepared provider; candidates are read from its object pass (``set_pass("object")``).
+        log: what :func:`~.recovery.recover` accepted.
+        object_ids: the ids of object indices 0..N-1.
+
+    Returns:
+        ``{"sequence", "object_ids", "lost": [[t, id], ...] (frames 1..T-2 where the draft lost the object),
+        "candidates": {"t:id": top-5 [x1, y1, x2, y2, score] by score}, "recoveries": [{"frame", "object_id", "box",
+        "score", "kind"}]}``.
+    """
+    ids = [int(o) for o in object_ids]
+    appear = draft_appearance(draft, ids)
+    if hasattr(provider, "set_pass"):
+        provider.set_pass("object")
+    lost, candidates = [], {}
+    for t in range(1, len(appear) - 1):
+        for i in np.flatnonzero(~appear[t]):
+            lost.append([t, ids[i]])
+            rows = np.asarray(provider.candidates(t, int(i)), np.float64).reshape(-1, 5)
+            top = rows[np.argsort(-rows[:, 4], kind="stable")[:TOP_CANDIDATES]]
+            candidates[f"{t}:{ids[i]}"] = [[round(float(v), 4) for v in row] for row in top]
+    recoveries = [{"frame": r.frame, "object_id": ids[r.object_index], "box": [float(v) for v in r.box],
+                   "score": float(r.score), "kind": r.kind} for r in log.recoveries]
+    return {"sequence": seq, "object_ids": ids, "lost": lost, "candidates": candidates, "recoveries": recoveries}

@@ -1,0 +1,41 @@
+"""Reading network weights from Lightning checkpoints of ``VSReIDModule`` or original ``MP2S.pth.tar`` files."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vsreid.models.mp2s import load_checkpoint_file
+
+PREFIX = "net."
+
+
+def read_network_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The MP2S state dict stored in ``path``: a Lightning checkpoint (keys ``net.*``) or an original checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    ckpt = load_checkpoint_file(path)
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a Lightning checkpoint or an original MP2S.pth.tar (a dict with "
+                         "'state_dict')")
+    if any(k.startswith(PREFIX) for k in state):
+        state = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+    return state
+
+
+def load_network_weights(net: nn.Module, path: str | Path) -> None:
+    """Load ``path`` into ``net`` strictly (back-filling only ``num_batches_tracked``); errors name the file."""
+    state = read_network_state(path)
+    expected = net.state_dict()
+    for key, value in expected.items():
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = torch.zeros_like(value)
+    state = {k: v.to(expected[k].dtype) if k in expected and v.is_floating_point() else v for k, v in state.items()}
+    try:
+        net.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        detail = "; ".join(line.strip() for line in str(err).splitlines()[:3])
+        raise ValueError(f"{path}: weights do not fit this network configuration ({detail})") from None

@@ -1,0 +1,72 @@
+"""LightningCLI for ``vsreid fit|validate|test|predict`` with the project's predict options.
+
+``vsreid predict -c CONFIG --data.root ROOT (--data.set NAME | --data.sequences '[a,b]') --output DIR
+[--ckpt_path CKPT] [--reid true|false] [--finetune_steps N] [--trainer.devices N --trainer.strategy ddp]``
+"""
+from __future__ import annotations
+
+from lightning.pytorch import LightningDataModule
+from lightning.pytorch.cli import LightningCLI
+
+from .callbacks import DavisWriter, PredictionMonitor, ReIDRecovery
+from .module import VSReIDModule
+
+PREDICT_ORDER = (ReIDRecovery, DavisWriter, PredictionMonitor)
+
+
+class VSReIDCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--output", type=str | None, default=None,
+                            help="predict: folder for <seq>/NNNNN.png results (finished sequences are skipped)")
+        parser.add_argument("--reid", type=bool | None, default=None,
+                            help="predict: apply re-ID recovery (default: as configured, else true)")
+        parser.add_argument("--finetune_steps", type=int | None, default=None,
+                            help="predict: online finetuning steps on each sequence's first frame")
+
+    def _predict_only(self, subcommand: str) -> None:
+        cfg = self.config[subcommand]
+        given = [k for k in ("output", "reid", "finetune_steps") if cfg.get(k) is not None]
+        if given:
+            self.parser.error(f"--{given[0]} applies to 'predict' only")
+
+    def before_fit(self) -> None:
+        self._predict_only("fit")
+
+    def before_validate(self) -> None:
+        self._predict_only("validate")
+
+    def before_test(self) -> None:
+        self._predict_only("test")
+
+    def before_predict(self) -> None:
+        cfg = self.config["predict"]
+        callbacks = self.trainer.callbacks
+        writer = next((c for c in callbacks if isinstance(c, DavisWriter)), None)
+        if cfg.output is None and writer is None:
+            self.parser.error("predict needs --output DIR (or a DavisWriter callback in the config)")
+        if cfg.output is not None:
+            if writer is not None:
+                callbacks.remove(writer)
+            writer = DavisWriter(cfg.output)
+            callbacks.append(writer)
+        if hasattr(self.datamodule, "skip_finished_in"):
+            self.datamodule.skip_finished_in = str(writer.output)
+        reid = next((c for c in callbacks if isinstance(c, ReIDRecovery)), None)
+        if reid is None:
+            reid = ReIDRecovery()
+            callbacks.append(reid)
+        if cfg.reid is not None:
+            reid.enabled = cfg.reid
+        if not any(isinstance(c, PredictionMonitor) for c in callbacks):
+            callbacks.append(PredictionMonitor())
+        ordered = [c for kind in PREDICT_ORDER for c in callbacks if isinstance(c, kind)]
+        others = [c for c in callbacks if not isinstance(c, PREDICT_ORDER)]
+        callbacks[:] = others + ordered
+        if cfg.finetune_steps is not None:
+            self.model.hparams.finetune_steps = cfg.finetune_steps
+        self.config_init["predict"]["return_predictions"] = False
+
+
+def run_lightning_cli(argv: list[str]) -> VSReIDCLI:
+    return VSReIDCLI(VSReIDModule, LightningDataModule, subclass_mode_data=True, args=argv,
+                     save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
