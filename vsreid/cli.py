@@ -1,4 +1,4 @@
-"""The ``vsreid`` command: Lightning subcommands (fit, validate, test, predict) and the project's tools.
+"""The ``vsreid`` command: Lightning subcommands (fit, validate, predict) and the project's tools.
 
 Each tool lives in ``vsreid/commands/<name>.py`` with a module docstring (its help), ``add_arguments(parser)`` and
 ``run(args) -> int``. Lightning subcommands are parsed by :class:`lightning.pytorch.cli.LightningCLI`.
@@ -19,11 +19,11 @@ TOOLS = {
     "synth": "synth",
     "import-video": "import_video",
     "convert-checkpoint": "convert_checkpoint",
+    "export-model": "export_model",
 }
 LIGHTNING = {
     "fit": "train or online-finetune MP2S (vsreid fit -c configs/pretrain_lite.yaml)",
-    "validate": "run the validation loop of a config",
-    "test": "run the test loop of a config",
+    "validate": "one-step propagation IoU of a checkpoint on a config's validation sequences",
     "predict": "segment DAVIS sequences (vsreid predict -c configs/davis_lite.yaml --data.root ROOT)",
 }
 
@@ -32,25 +32,14 @@ def _tool_module(name: str):
     return importlib.import_module(f"vsreid.commands.{TOOLS[name]}")
 
 
-def _available_tools() -> dict[str, object]:
-    found = {}
-    for name in TOOLS:
-        try:
-            found[name] = _tool_module(name)
-        except ModuleNotFoundError as e:
-            if e.name != f"vsreid.commands.{TOOLS[name]}":
-                raise
-    return found
-
-
 def _print_help() -> None:
     print("usage: vsreid <command> [options]   (vsreid <command> --help for its options)\n")
     print("Lightning commands (configured with -c CONFIG.yaml and --section.key value overrides):")
     for name, text in LIGHTNING.items():
         print(f"  {name:<20}{text}")
     print("\nTools:")
-    for name, module in _available_tools().items():
-        print(f"  {name:<20}{(module.__doc__ or '').strip().splitlines()[0]}")
+    for name in TOOLS:
+        print(f"  {name:<20}{(_tool_module(name).__doc__ or '').strip().splitlines()[0]}")
 
 
 def _run_tool(name: str, argv: list[str]) -> int:

@@ -117,7 +117,7 @@ class PredictionMonitor(Callback):
     def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not isinstance(outputs, SequencePrediction):
             return
-        from vsreid.metrics.evaluation import evaluate_sequence
+        from vsreid.metrics.evaluation import evaluate_sequence, global_table, object_statistics
 
         seq = outputs.item.sequence
         labels = outputs.extras.get("labels")
@@ -128,8 +128,8 @@ class PredictionMonitor(Callback):
             gt = root.read_annotations(seq)
             scores = {}
             for name, pred in (("draft", outputs.draft), ("final", labels)):
-                j, f = evaluate_sequence(pred, gt)
-                scores[name] = float((np.nanmean(j) + np.nanmean(f)) / 2 * 100) if len(j) else float("nan")
+                stats = object_statistics(*evaluate_sequence(pred, gt, name=seq))
+                scores[name] = 100 * global_table(stats.mean(axis=0))["J&F-Mean"]
             self.scores[seq] = scores
             if experiment is not None and hasattr(experiment, "add_scalar"):
                 for name, value in scores.items():

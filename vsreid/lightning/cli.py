@@ -1,9 +1,11 @@
-"""LightningCLI for ``vsreid fit|validate|test|predict`` with the project's predict options.
+"""LightningCLI for ``vsreid fit|validate|predict`` with the project's predict options.
 
 ``vsreid predict -c CONFIG --data.root ROOT (--data.set NAME | --data.sequences '[a,b]') --output DIR
 [--ckpt_path CKPT] [--reid true|false] [--finetune_steps N] [--trainer.devices N --trainer.strategy ddp]``
 """
 from __future__ import annotations
+
+import sys
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
@@ -35,9 +37,6 @@ class VSReIDCLI(LightningCLI):
     def before_validate(self) -> None:
         self._predict_only("validate")
 
-    def before_test(self) -> None:
-        self._predict_only("test")
-
     def before_predict(self) -> None:
         cfg = self.config["predict"]
         callbacks = self.trainer.callbacks
@@ -68,5 +67,7 @@ class VSReIDCLI(LightningCLI):
 
 
 def run_lightning_cli(argv: list[str]) -> VSReIDCLI:
-    return VSReIDCLI(VSReIDModule, LightningDataModule, subclass_mode_data=True, args=argv,
+    """Parse ``argv`` (``fit|validate|predict ...``) and run it; ``sys.argv`` is used when it holds the same."""
+    args = None if argv == sys.argv[1:] else argv
+    return VSReIDCLI(VSReIDModule, LightningDataModule, subclass_mode_data=True, args=args,
                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)
