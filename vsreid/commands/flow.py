@@ -16,16 +16,10 @@ from typing import Callable
 import cv2
 from tqdm.auto import tqdm
 
+from vsreid.commands import positive_int
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.flow import DISFlow, FillStats, FlowCache, make_flow_estimator
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -33,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--set", dest="set_name", help="a split of ImageSets (e.g. val); default: every sequence")
     which.add_argument("--sequences", nargs="+", metavar="SEQ", help="these sequences only")
-    parser.add_argument("--workers", type=_positive, default=1, help="parallel processes, one sequence each")
+    parser.add_argument("--workers", type=positive_int, default=1, help="parallel processes, one sequence each")
     parser.add_argument("--method", default="dis", choices=("dis", "farneback"), help="flow estimator (default dis)")
     parser.add_argument("--preset", default="medium", choices=tuple(DISFlow.PRESETS), help="DIS preset")
     parser.add_argument("--out", help="flow folder (default ROOT/Flow/480p)")

@@ -7,23 +7,17 @@ from __future__ import annotations
 
 import argparse
 
+from vsreid.commands import positive_int
 from vsreid.data.video import import_video
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("video", help="video file (MP4, AVI, ... anything OpenCV/FFmpeg decodes)")
     parser.add_argument("--out", required=True, help="DAVIS root to write into")
     parser.add_argument("--name", required=True, help="sequence name")
-    parser.add_argument("--height", type=_positive, default=480, help="frame height in pixels (default 480)")
-    parser.add_argument("--every", type=_positive, default=1, help="keep every N-th frame (default 1: all)")
-    parser.add_argument("--max-frames", type=_positive, help="stop after this many written frames")
+    parser.add_argument("--height", type=positive_int, default=480, help="frame height in pixels (default 480)")
+    parser.add_argument("--every", type=positive_int, default=1, help="keep every N-th frame (default 1: all)")
+    parser.add_argument("--max-frames", type=positive_int, help="stop after this many written frames")
     parser.add_argument("--mask", help="first-frame mask (id map PNG)")
 
 
