@@ -116,11 +116,10 @@ def run(args: argparse.Namespace) -> int:
         names = sorted(p.parent.name for p in results.glob("*/reid.json"))
         if not names:
             raise DataError(results, "no <seq>/reid.json found (run `vsreid predict` with re-ID enabled)")
-    rows = []
-    for seq in names:
-        rows.append(_ratios({"sequence": seq, **evaluate_sequence(root, seq, read_report(results / seq / "reid.json"))}))
-    total = {"sequence": "TOTAL", **{k: sum(r[k] for r in rows) for k in COLUMNS[1:] if k not in ("recall", "precision")}}
-    rows.append(_ratios(total))
+    rows = [_ratios({"sequence": seq, **evaluate_sequence(root, seq, read_report(results / seq / "reid.json"))})
+            for seq in names]
+    counts = [k for k in COLUMNS[1:] if k not in ("recall", "precision")]
+    rows.append(_ratios({"sequence": "TOTAL", **{k: sum(r[k] for r in rows) for k in counts}}))
     width = max(len(r["sequence"]) for r in rows)
     print(f"{'sequence':<{width}}  " + "  ".join(f"{c:>14}" for c in COLUMNS[1:]))
     for r in rows:

@@ -67,7 +67,8 @@ class ReIDRecovery(Callback):
         provider = self._make_provider(outputs, pl_module.device)
         provider.prepare(outputs.source, outputs.first_labels, outputs.info.object_ids)
         log = recover(outputs.propagator, outputs.source, outputs.state, provider, self.config)
-        outputs.extras["reid_report"] = build_report(outputs, provider, log)
+        outputs.extras["reid_report"] = build_report(outputs.item.sequence, outputs.draft, provider, log,
+                                                      outputs.info.object_ids)
 
 
 class DavisWriter(BasePredictionWriter):

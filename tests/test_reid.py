@@ -1,0 +1,323 @@
+"""Re-ID: the original's pickles driving a recovery, the recovery rules, the embedded appearance provider, the report
+and ``vsreid evaluate-reid``.
+
+The recovery tests run the real engine (Propagator, warp, crops) with a trivial "network" that copies its prior
+(``lambda images, flows, priors: priors``): what the recovery re-initialises is then exactly what ends up in the labels.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from vsreid.cli import main as cli_main
+from vsreid.data.crops import object_box
+from vsreid.data.davis import DavisRoot
+from vsreid.data.errors import DataError
+from vsreid.data.flow import FlowCache, write_flo
+from vsreid.data.labels import write_frame, write_labels
+from vsreid.engine.boxes import enclosing_iou
+from vsreid.engine.propagator import PropagationConfig, Propagator
+from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, appearance, build_report,
+                                recover)
+from vsreid.engine.reid.recovery import _best_candidate
+from vsreid.engine.source import SequenceSource
+from vsreid.engine.state import initial_state
+
+H, W = 64, 96
+LENGTHS = {"seqa": 5, "seqb": 8}  # the split, in order: seqb's frames start at global frame 5
+OBJ1_BEFORE, OBJ1_AFTER, OBJ2 = (10, 20, 30, 40), (60, 20, 80, 40), (40, 45, 55, 60)  # x1, y1, x2, y2
+LOST_AT = 3  # object 1 is absent in frames 3-5 and back at OBJ1_AFTER in frames 6-7
+COPY_PRIOR = lambda images, flows, priors: priors  # noqa: E731  the trivial network: output = prior
+CONFIG = PropagationConfig(crop_size=33)
+
+
+def _fill(labels, box, value):
+    x1, y1, x2, y2 = box
+    labels[y1:y2, x1:x2] = value
+
+
+def _tiny_root(tmp_path):
+    """Two sequences in DAVIS layout with ground truth on every frame and zero flow, except that seqb's backward
+    flow of frame 3 points out of the image where object 1 was, so the warp drops it and the draft loses it."""
+    rng = np.random.default_rng(0)
+    for seq, n in LENGTHS.items():
+        for t in range(n):
+            labels = np.zeros((H, W), np.uint8)
+            if t < LOST_AT or t > 5:
+                _fill(labels, OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER, 1)
+            _fill(labels, OBJ2, 2)
+            frame = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+            frame[labels == 1], frame[labels == 2] = (250, 0, 0), (0, 0, 250)
+            write_frame(tmp_path / "JPEGImages/480p" / seq / f"{t:05d}.jpg", frame)
+            write_labels(tmp_path / "Annotations/480p" / seq / f"{t:05d}.png", labels)
+        for t in range(n):
+            if t < n - 1:
+                write_flo(tmp_path / "Flow/480p" / seq / f"{t:05d}.flo", np.zeros((H, W, 2), np.float32))
+            if t > 0:
+                flow = np.zeros((H, W, 2), np.float32)
+                if t == LOST_AT:
+                    _fill(flow[..., 0], OBJ1_BEFORE, 1000.0)
+                write_flo(tmp_path / "Flow/480p" / seq / f"{t:05d}.rflo", flow)
+    (tmp_path / "ImageSets/2017").mkdir(parents=True)
+    (tmp_path / "ImageSets/2017/tiny.txt").write_text("seqa\nseqb\n")
+    return DavisRoot(tmp_path)
+
+
+def _rows(*rows):
+    """(K, 6) rows of the original layout: x1, y1, x2, y2, detector score (dropped), re-ID score."""
+    return np.array([[*box, 0.99, score] for box, score in rows], np.float64).reshape(-1, 6)
+
+
+def _write_pickles(root: DavisRoot, person: dict, objects: dict, total: int | None = None, person_class=(0.9, 0.1)):
+    """The three pickles (protocol 2, as Python 2 wrote them); ``person``/``objects`` map (seq, t, id) -> rows."""
+    frames = [(seq, t) for seq, n in LENGTHS.items() for t in range(n)]
+    for name, table in (("PersonSearch", person), ("ObjectSearch", objects)):
+        data = [[table.get((seq, t, oid), _rows()) for oid in (1, 2)] for seq, t in frames][:total]
+        path = root.root / name / "480p" / "tiny.pkl"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(pickle.dumps(data, protocol=2))
+    classes = {}
+    for seq in LENGTHS:
+        vectors = np.zeros((2, 200))
+        vectors[:, 123] = person_class
+        classes[seq] = [vectors[0], vectors[1]]
+    (root.root / "Class/480p").mkdir(parents=True, exist_ok=True)
+    (root.root / "Class/480p/tiny.pkl").write_bytes(pickle.dumps(classes, protocol=2))
+
+
+def _source(root: DavisRoot, seq="seqb") -> SequenceSource:
+    return SequenceSource(root, seq, FlowCache(root, None))
+
+
+def _start(root: DavisRoot, predictor=COPY_PRIOR):
+    source = _source(root)
+    propagator = Propagator(predictor, CONFIG)
+    first = root.read_annotation("seqb", "00000")
+    state = propagator.start(source, first, [1, 2])
+    propagator.run_forward(source, state)
+    return source, propagator, state, first
+
+
+# -------------------------------------------------------------------- (a) the pickles drive a recovery
+def test_original_pickles_drive_a_recovery(tmp_path):
+    root = _tiny_root(tmp_path)
+    global_6 = LENGTHS["seqa"] + 6
+    assert global_6 == 11
+    # the person pass (object 1 is a person) finds it at its true place; ObjectSearch has a worse, wrong box
+    wrong = (5, 45, 25, 60)
+    _write_pickles(root, person={("seqb", 6, 1): _rows((OBJ1_AFTER, 0.9)), ("seqb", 6, 2): _rows((OBJ1_AFTER, 0.2))},
+                   objects={("seqb", 6, 1): _rows((wrong, 0.8)), ("seqb", 6, 2): _rows((wrong, 0.1))})
+    provider = OriginalSearchResults.from_davis_root(root, "tiny")
+    source, propagator, state, first = _start(root)
+    draft = np.stack([state.labels(t) for t in range(state.num_frames)])
+    assert (draft[LOST_AT:, :, :] == 1).sum() == 0, "the draft must have lost object 1"
+    assert (draft == 2).sum(axis=(1, 2)).min() > 0
+
+    provider.prepare(source, first, [1, 2])
+    assert provider.class_scores(0)[123] == pytest.approx(0.9)
+    provider.set_pass("object")
+    np.testing.assert_array_equal(provider.candidates(6, 0), [[*wrong, 0.8]])  # columns 0-3 and 5
+    log = recover(propagator, source, state, provider, RecoveryConfig())
+
+    assert [(r.frame, r.object_index, r.kind) for r in log.recoveries] == [(6, 0, "person")]
+    assert log.recoveries[0].box == tuple(float(v) for v in OBJ1_AFTER)
+    for t in (6, 7):
+        obj = state.labels(t) == 1
+        assert obj.sum() > 100
+        x1, y1, x2, y2 = OBJ1_AFTER
+        assert obj[y1:y2, x1:x2].sum() == obj.sum(), f"frame {t}: object 1 outside the re-identified box"
+    assert (state.labels(6) == 2).sum() == (draft[6] == 2).sum()
+
+    report = build_report("seqb", draft, provider, log, [1, 2])
+    assert report["lost"] == [[t, 1] for t in range(LOST_AT, 7)]
+    assert report["candidates"]["6:1"] == [[*wrong, 0.8]] and report["candidates"]["3:1"] == []
+    assert report["recoveries"] == [{"frame": 6, "object_id": 1, "box": [60.0, 20.0, 80.0, 40.0], "score": 0.9,
+                                     "kind": "person"}]
+    json.dumps(report)
+
+
+# ----------------------------------------------------------------------------- (b) wrong pickle length
+def test_wrong_pickle_length_names_file_and_numbers(tmp_path):
+    root = _tiny_root(tmp_path)
+    _write_pickles(root, {}, {}, total=12)
+    with pytest.raises(DataError) as err:
+        OriginalSearchResults.from_davis_root(root, "tiny")
+    msg = str(err.value)
+    assert "PersonSearch/480p/tiny.pkl" in msg and "12 frames" in msg and "13 frames" in msg
+    assert "\n" not in msg
+
+
+# ---------------------------------------------------------------------------------- (c) recovery rules
+class _Table:
+    """A provider serving fixed candidates: ``rows[i]`` (K, 5) for every frame."""
+
+    def __init__(self, rows):
+        self.rows = [np.asarray(r, np.float64).reshape(-1, 5) for r in rows]
+
+    def prepare(self, source, first_labels, object_ids):
+        pass
+
+    def candidates(self, t, i):
+        return self.rows[i]
+
+    def class_scores(self, i):
+        return None
+
+
+def _state_frame1(obj1_box=None, obj2_box=None):
+    """A 3-frame state (only frame 1 is searched) with the given objects present in frame 1."""
+    first = np.zeros((H, W), np.uint8)
+    _fill(first, OBJ1_BEFORE, 1)
+    _fill(first, OBJ2, 2)
+    state = initial_state(first, [1, 2], 3)
+    for i, box in enumerate((obj1_box, obj2_box)):
+        if box is not None:
+            mask = np.zeros((H, W), np.float16)
+            _fill(mask, box, 1)
+            state.probs[1, i] = mask
+    return state
+
+
+def test_candidate_on_a_visible_object_is_rejected_by_enclosing_box_iou():
+    visible = (40, 20, 60, 40)
+    state = _state_frame1(obj2_box=visible)  # object 1 is missing in frame 1, object 2 is visible there
+    appear = appearance(state)
+    assert not appear[1, 0] and appear[1, 1]
+    robust = object_box(state.labels(1) == 2, enlarge=0.0, ratio=0.99)
+    over = (46, 20, 66, 40)  # shifted by 6 px: intersection / enclosing box > 0.3
+    beside = (52, 26, 72, 46)  # standard IoU 0.22, enclosing-box "IoU" lower: accepted
+    assert enclosing_iou(over, robust) > 0.3 > enclosing_iou(beside, robust)
+    far = (70, 5, 90, 25)
+    for box, accepted in ((over, False), (beside, True), (far, True)):
+        provider = _Table([[[*box, 0.9]], [[*box, 0.1]]])
+        found = _best_candidate(state, provider, appear, [0, 1], RecoveryConfig())
+        assert (found is not None) == accepted, box
+        if accepted:
+            assert found == (1, 0, tuple(float(v) for v in box), 0.9)
+
+
+def test_candidate_scored_higher_by_another_missing_object_is_rejected():
+    box, other = (60, 20, 80, 40), (5, 45, 25, 60)
+    provider = _Table([[[*box, 0.8], [*other, 0.2]], [[*box, 0.9], [*other, 0.6]]])
+    both_missing = _state_frame1()
+    found = _best_candidate(both_missing, provider, appearance(both_missing), [0, 1], RecoveryConfig())
+    assert found == (1, 1, tuple(float(v) for v in box), 0.9)
+    # object 2 visible elsewhere: its higher score for the box no longer counts
+    provider = _Table([[[*box, 0.8]], [[*box, 0.9]]])
+    state = _state_frame1(obj2_box=(0, 0, 15, 15))
+    found = _best_candidate(state, provider, appearance(state), [0, 1], RecoveryConfig())
+    assert found == (1, 0, tuple(float(v) for v in box), 0.8)
+    assert _best_candidate(state, provider, appearance(state), [0, 1], RecoveryConfig(score_threshold=0.85)) is None
+
+
+# ------------------------------------------------------------------------------------- (d) termination
+def test_recovery_terminates_when_a_provider_always_answers(tmp_path):
+    """A network that erases everything keeps every object lost, so each round re-identifies a new (frame, object)
+    pair: the loop must stop after (T - 2) x N rounds (first and last frames are never searched)."""
+    erase = lambda images, flows, priors: np.zeros_like(priors)  # noqa: E731
+    source, propagator, state, first = _start(_tiny_root(tmp_path), erase)
+    provider = _Table([[[60, 20, 80, 40, 0.95], [0, 0, 20, 20, 0.1]], [[60, 20, 80, 40, 0.1], [0, 0, 20, 20, 0.9]]])
+    log = recover(propagator, source, state, provider, RecoveryConfig())
+    t, n = state.num_frames, state.num_objects
+    pairs = [(r.frame, r.object_index) for r in log.recoveries]
+    assert len(pairs) == len(set(pairs)) == (t - 2) * n <= t * n
+    assert all(state.anchors[f, i] == f for f, i in pairs)
+
+
+# ----------------------------------------------------------------------------- (e) appearance provider
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """A 3-object synthetic sequence (object 2 leaves the frame and comes back; a look-alike of object 1) written in
+    DAVIS layout, with the generated sequence (for the look-alike's masks)."""
+    from vsreid.data.synthetic import generate_sequence, write_sequence
+
+    path = tmp_path_factory.mktemp("synth")
+    seq = generate_sequence("synth-2", 2, size=(240, 432), num_frames=34)
+    write_sequence(path, seq)
+    return DavisRoot(path), seq
+
+
+def _background_boxes(labels: np.ndarray, bw: int, bh: int, count: int = 4) -> np.ndarray:
+    """Up to ``count`` (x1, y1, x2, y2) boxes of size bw x bh on a coarse grid that touch no labelled object."""
+    h, w = labels.shape
+    boxes = [(x, y, x + bw, y + bh) for y in np.linspace(0, h - bh, 4).astype(int)
+             for x in np.linspace(0, w - bw, 6).astype(int) if not labels[y:y + bh, x:x + bw].any()]
+    return np.array(boxes[:count], np.float64).reshape(-1, 4)
+
+
+def test_appearance_reid_finds_a_reappearing_object(synthetic):
+    root, seq = synthetic
+    meta = seq.meta
+    exit_event = meta["events"]["exit"]
+    i = exit_event["object"] - 1
+    obj = meta["objects"][i]
+    reappear = [t for t in range(exit_event["absent"][1], len(obj["area"]))
+                if obj["area"][t] >= 0.9 * obj["full_area"][t]][:5]
+    assert len(reappear) == 5
+    ids = [o["id"] for o in meta["objects"]]
+    reid = AppearanceReID()
+    reid.prepare(_source(root, seq.name), seq.labels[0], ids)
+    assert reid.class_scores(0) is None
+    hits = 0
+    for t in reappear:
+        truth = object_box(seq.labels[t] == i + 1, enlarge=0.0)
+        cands = reid.candidates(t, i)
+        assert cands.shape[1] == 5 and np.all((cands[:, 4] >= 0) & (cands[:, 4] <= 1))
+        for j in range(len(ids)):  # row r is the same box for every object
+            np.testing.assert_array_equal(reid.candidates(t, j)[:, :4], cands[:, :4])
+        best = cands[np.argmax(cands[:, 4])]
+        hits += _iou(best[:4], truth) >= 0.5 and best[4] > 0.5
+        # background boxes of the object's size, and the look-alike of object 1, are less similar to this object
+        x1, y1, x2, y2 = truth
+        others = _background_boxes((seq.labels[t] > 0) | seq.distractor_masks[0, t], x2 - x1, y2 - y1)
+        if seq.distractor_masks[0, t].any():
+            others = np.vstack([others, np.array(object_box(seq.distractor_masks[0, t], enlarge=0.0), np.float64)])
+        feats = reid.frame_features(t)
+        sims = reid.similarity(feats, np.vstack([np.array([truth], np.float64), others]))[i]
+        assert len(others) and np.all(sims[1:] < sims[0]), (t, sims)
+    assert hits >= 4, f"best candidate right in {hits} of {len(reappear)} reappearance frames"
+
+
+def _iou(a, b):
+    from vsreid.commands.evaluate_reid import box_iou
+
+    return box_iou(a, b)
+
+
+# ----------------------------------------------------------------------------------- (f) evaluate-reid
+def test_evaluate_reid_counts(tmp_path, capsys):
+    root = _tiny_root(tmp_path / "root")
+    results = tmp_path / "out"
+    (results / "seqb").mkdir(parents=True)
+    report = {
+        "sequence": "seqb", "object_ids": [1, 2],
+        # object 1 is truly absent in 3-5 and back at OBJ1_AFTER in 6-7
+        "lost": [[3, 1], [4, 1], [5, 1], [6, 1], [7, 1]],
+        "candidates": {"6:1": [[61, 21, 81, 41, 0.9], [0, 0, 10, 10, 0.3]],  # IoU 0.82: recalled
+                       "7:1": [[70, 20, 90, 40, 0.7]],  # IoU 1/3: not recalled
+                       "3:1": [[60, 20, 80, 40, 0.2]]},
+        "recoveries": [{"frame": 6, "object_id": 1, "box": [60, 20, 80, 40], "score": 0.9, "kind": "object"},
+                       {"frame": 4, "object_id": 1, "box": [60, 20, 80, 40], "score": 0.6, "kind": "object"},
+                       {"frame": 6, "object_id": 2, "box": [60, 20, 80, 40], "score": 0.7, "kind": "object"}],
+    }
+    (results / "seqb" / "reid.json").write_text(json.dumps(report))
+    code = cli_main(["evaluate-reid", "--davis-root", str(root.root), "--results", str(results),
+                     "--sequences", "seqb"])
+    assert code == 0
+    rows = list(csv.DictReader((results / "reid_results.csv").open()))
+    assert [r["sequence"] for r in rows] == ["seqb", "TOTAL"]
+    row = rows[0]
+    assert (row["lost"], row["lost_in_gt"], row["recalled"], row["correctly_lost"]) == ("5", "2", "1", "3")
+    assert float(row["recall"]) == pytest.approx(0.5)
+    assert (row["recoveries"], row["correct"]) == ("3", "1")
+    assert float(row["precision"]) == pytest.approx(1 / 3, abs=1e-4)
+    assert "TOTAL" in capsys.readouterr().out
+
+    code = cli_main(["evaluate-reid", "--davis-root", str(root.root), "--results", str(results),
+                     "--sequences", "seqa"])
+    err = capsys.readouterr().err
+    assert code == 2 and "seqa/reid.json" in err and len(err.strip().splitlines()) == 1
