@@ -1,0 +1,70 @@
+"""J&F of the shipped model on the DAVIS 2016 val subset, with and without online finetuning and re-ID.
+
+Reproduces the README's results table: `vsreid predict` (configs/davis_lite.yaml) over the 9 val-subset sequences
+without finetuning and with `--finetune_steps N`, then `vsreid evaluate` of the forward pass alone (draft) and of the
+final result (with re-ID). Prints per-sequence J-Mean and J&F, and how many sequences finetuning improved.
+The data folder defaults to ../shared/data/davis2016-val-subset (override with --root or VSREID_SHARED_DATA).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from vsreid.cli import main as vsreid
+from vsreid.data.davis import DavisRoot
+from vsreid.metrics.evaluation import evaluate_results
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def per_sequence(result) -> dict[str, tuple[float, float]]:
+    """sequence -> (J-Mean, J&F-Mean) in percent, averaged over its objects."""
+    rows: dict[str, list] = {}
+    for name, s in zip(result.objects, result.object_stats):
+        rows.setdefault(name.rsplit("_", 1)[0], []).append((100 * s[0], 50 * (s[0] + s[3])))
+    return {k: tuple(sum(x) / len(v) for x in zip(*v)) for k, v in rows.items()}
+
+
+def main() -> int:
+    shared = Path(os.environ.get("VSREID_SHARED_DATA", REPO.parent / "shared" / "data"))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=shared / "davis2016-val-subset")
+    parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_val")
+    parser.add_argument("--finetune-steps", type=int, default=30)
+    args = parser.parse_args()
+    if not args.root.is_dir():
+        print(f"skipped: {args.root} not found (set VSREID_SHARED_DATA)")
+        return 0
+    runs = {"no finetuning": 0, f"finetuning {args.finetune_steps} steps": args.finetune_steps}
+    scores, seconds = {}, {}
+    for name, steps in runs.items():
+        out = args.out / f"finetune{steps}"
+        start = time.time()
+        code = vsreid(["predict", "-c", str(REPO / "configs" / "davis_lite.yaml"), "--data.root", str(args.root),
+                       "--data.flow_dir", str(args.out / "flow"), "--output", str(out), "--finetune_steps",
+                       str(steps), "--trainer.logger.init_args.save_dir", str(args.out / "tensorboard")])
+        if code:
+            return code
+        seconds[name] = time.time() - start
+        root = DavisRoot(args.root)
+        scores[name] = {"draft": evaluate_results(root, out / "draft", progress=False),
+                        "final": evaluate_results(root, out, progress=False)}
+    base, tuned = (per_sequence(scores[n]["final"]) for n in runs)
+    names = list(runs)
+    print(f"\n{'sequence':<16}" + "".join(f"{n + ': J':>28}{'J&F':>8}" for n in names))
+    for seq in base:
+        print(f"{seq:<16}{base[seq][0]:>28.1f}{base[seq][1]:>8.1f}{tuned[seq][0]:>28.1f}{tuned[seq][1]:>8.1f}")
+    for n in names:
+        d, f = scores[n]["draft"].global_results, scores[n]["final"].global_results
+        print(f"{n}: J&F {100 * f['J&F-Mean']:.1f} (J {100 * f['J-Mean']:.1f}, F {100 * f['F-Mean']:.1f}); "
+              f"without re-ID {100 * d['J&F-Mean']:.1f}; {seconds[n]:.0f} s")
+    better = sum(tuned[s][0] > base[s][0] for s in base)
+    print(f"finetuning improves J on {better} of {len(base)} sequences")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
