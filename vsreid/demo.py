@@ -51,8 +51,8 @@ def _overlay_video(root: DavisRoot, seq: str, results: Path, path: Path, fps: in
 
 
 def _table(rows: list[tuple[str, float, float]]) -> str:
-    lines = [f"{'sequence':<24}{'J&F without re-ID':>20}{'J&F with re-ID':>18}"]
-    lines += [f"{name:<24}{a:>20.1f}{b:>18.1f}" for name, a, b in rows]
+    lines = [f"{'sequence':<30}{'J&F without re-ID':>20}{'J&F with re-ID':>18}"]
+    lines += [f"{name:<30}{a:>20.1f}{b:>18.1f}" for name, a, b in rows]
     return "\n".join(lines)
 
 
