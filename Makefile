@@ -24,7 +24,7 @@ test: bootstrap
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: bootstrap
-	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+	@status=0; for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || status=1; done; exit $$status
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info
