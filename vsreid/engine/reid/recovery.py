@@ -20,7 +20,8 @@ PERSON_CLASS = 123  # index of "person" in the original's class-score vectors
 class RecoveryConfig:
     """score_threshold: minimum candidate score (0.5); occlusion_threshold: a candidate box overlapping a visible
     object's robust box by more than this (intersection over enclosing box) is rejected (0.3); person_threshold:
-    class score above which an object takes part in the person pass (0.5)."""
+    class score above which an object takes part in the person pass (0.5); max_rounds: stop after this many
+    accepted re-identifications (None: until no candidate qualifies, at most T x N rounds)."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
