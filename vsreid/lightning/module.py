@@ -172,11 +172,10 @@ class VSReIDModule(LightningModule):
         h = self.hparams
         with torch.inference_mode(False), torch.enable_grad():
             net = copy.deepcopy(self.net)
-            set_bn_frozen(net, True)
+            set_bn_frozen(net, True)  # MP2S remembers it: train() below keeps BN in eval mode
             net.train()
-            set_bn_frozen(net, True)
             opt = torch.optim.AdamW(mp2s_param_groups(net, h.finetune_lr, 0.0), lr=h.finetune_lr)
-            for step, batch in zip(range(h.finetune_steps), samples):
+            for _, batch in zip(range(h.finetune_steps), samples):
                 batch = {k: torch.as_tensor(np.asarray(v)).clone().to(self.device) for k, v in batch.items()}
                 logits = net(rgb_to_mp2s(batch["image"]), batch["flow"], batch["prior"])
                 loss = F.cross_entropy(logits, batch["target"].long(), ignore_index=IGNORE)
