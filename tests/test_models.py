@@ -161,3 +161,50 @@ def test_efficientnet_lite0_flow_stream_reinitialises_stem():
     assert model._conv_stem.weight.shape == (32, 2, 3, 3)
     assert torch.equal(model._blocks[15]._project_conv.weight, weights["_blocks.15._project_conv.weight"])
     assert not model.prob_encode.weight.any()
+
+
+@pytest.mark.parametrize("output_stride", [8, 16])
+def test_boundary_refiner_starts_as_the_coarse_network_and_learns_fine_corrections(output_stride):
+    torch.manual_seed(0)
+    refined = MP2S(backbone="efficientnet_lite0", output_stride=output_stride, aspp_channels=16, prior_skip=True,
+                   refine_channels=8)
+    plain = MP2S(backbone="efficientnet_lite0", output_stride=output_stride, aspp_channels=16, prior_skip=True)
+    missing, unexpected = plain.load_state_dict(refined.state_dict(), strict=False)
+    assert not missing and unexpected and all(k.startswith("refiner.") for k in unexpected)
+    _, low4, low2 = refined.backbone.forward_pyramid(torch.zeros(1, 3, 65, 65))
+    assert (low4.shape[1:], low2.shape[1:]) == ((24, 17, 17), (16, 33, 33))
+    inputs = _inputs(2, 65)
+    refined.eval(), plain.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(refined(*inputs), plain(*inputs), atol=1e-4, rtol=1e-4)
+    # the zero-initialised correction is trainable (its gradient is not blocked)
+    refined.train()
+    refined(*inputs)[:, 1].sum().backward()
+    assert refined.refiner.correction.weight.grad.abs().sum() > 0
+
+
+def test_boundary_refiner_needs_efficientnet():
+    with pytest.raises(ValueError, match="refine_channels"):
+        MP2S(backbone="resnet18", refine_channels=8)
+
+
+def test_boundary_band_leaves_the_prior_alone_away_from_its_boundary():
+    torch.manual_seed(0)
+    model = MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,
+                 refine_channels=8, boundary_band=4).eval()
+    with torch.no_grad():  # non-zero corrections everywhere
+        model.refiner.correction.bias.copy_(torch.tensor([3.0, -3.0]))
+    image, flow, _ = _inputs(1, 65)
+    prior = torch.zeros(1, 1, 65, 65)
+    prior[..., 20:45, 20:45] = 1
+    gate = model.band_gate(prior)[0, 0]
+    assert gate[32, 32] == 0 and gate[5, 5] == 0  # far inside, far outside
+    assert gate[32, 20] == 1 and gate[32, 44] == 1 and gate[19, 32] == 1  # on the boundary
+    with torch.no_grad():
+        logits = model(image, flow, prior)
+        skip_only = model.prior_skip(2 * prior - 1)
+    far = gate == 0
+    torch.testing.assert_close(logits[0][:, far], skip_only[0][:, far])
+    assert not torch.allclose(logits[0][:, ~far], skip_only[0][:, ~far])
+    with pytest.raises(ValueError, match="prior_skip"):
+        MP2S(backbone="efficientnet_lite0", boundary_band=4)

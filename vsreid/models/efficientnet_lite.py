@@ -68,6 +68,7 @@ class EfficientNetLite0(nn.Module):
         self.act = nn.ReLU6(inplace=True)
 
         blocks, in_ch, stride_so_far, dilation = [], STEM_CHANNELS, 2, 1
+        self.low_level = {}  # stride (2, 4) -> (index of the last block at that stride, its channels)
         for kernel, stride, expand, out_ch, repeats in STAGES:
             for i in range(repeats):
                 s = stride if i == 0 else 1
@@ -76,6 +77,8 @@ class EfficientNetLite0(nn.Module):
                 stride_so_far *= s
                 blocks.append(MBConv(in_ch, out_ch, kernel, s, expand, dilation, bn_momentum))
                 in_ch = out_ch
+                if stride_so_far in (2, 4):
+                    self.low_level[stride_so_far] = (len(blocks) - 1, out_ch)
         self._blocks = nn.ModuleList(blocks)
         self.out_channels = in_ch
 
@@ -93,13 +96,21 @@ class EfficientNetLite0(nn.Module):
         nn.init.zeros_(self.prob_encode.weight)
 
     def forward(self, x: torch.Tensor, prob: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_pyramid(x, prob)[0]
+
+    def forward_pyramid(self, x: torch.Tensor, prob: torch.Tensor | None = None):
+        """``(features, low4, low2)``: the output plus the last features at stride 4 (24 ch) and 2 (16 ch)."""
         x = self._conv_stem(x)
         if prob is not None:
             x = x + self.prob_encode(prob)
         x = self.act(self._bn0(x))
-        for block in self._blocks:
+        taps = {index: stride for stride, (index, _) in self.low_level.items()}
+        low = {}
+        for i, block in enumerate(self._blocks):
             x = block(x)
-        return x
+            if i in taps:
+                low[taps[i]] = x
+        return x, low[4], low[2]
 
     def classify(self, x: torch.Tensor) -> torch.Tensor:
         """ImageNet logits ``[N,1000]`` for RGB ``x`` normalised with ImageNet mean/std (needs ``head=True``)."""

@@ -21,6 +21,7 @@ from torch import nn
 
 from .aspp import ASPP
 from .efficientnet_lite import efficientnet_lite0
+from .refine import BoundaryRefiner
 from .sense_resnet import sense_resnet
 
 #: Initial logit margin of the optional prior skip: with it the untrained network starts by copying its prior.
@@ -63,6 +64,12 @@ class MP2S(nn.Module):
     While ``bn_frozen`` is set (see ``set_bn_frozen``), ``train()`` keeps the BN layers in eval mode.
     ``prior_skip`` (not in the paper; off for the paper config) adds a learnt 1x1 conv of ``2*prior-1`` to the
     full-resolution logits, so a briefly trained CPU model starts from copying its prior and learns corrections.
+    ``refine_channels`` > 0 (not in the paper; ``efficientnet_lite0`` only) adds a :class:`BoundaryRefiner` that
+    brings the summed logits to stride 2 with the image stream's early features, so boundaries can move by a pixel.
+    ``boundary_band`` > 0 (not in the paper; needs ``prior_skip``) confines the network's correction of the prior to
+    a band of that radius (input pixels) around the prior's boundary: the gate is ``clamp(8 b (1 - b), 0, 1)`` of
+    the prior box-blurred over ``2 * boundary_band + 1`` pixels, so far inside and far outside the prior stay as they
+    are. It keeps a network trained on few sequences from punching holes into objects whose colours it has not seen.
     """
 
     def __init__(
@@ -76,12 +83,19 @@ class MP2S(nn.Module):
         pretrained: bool = False,
         dropout: float = 0.1,
         prior_skip: bool = False,
+        refine_channels: int = 0,
+        boundary_band: int = 0,
     ):
         super().__init__()
         if backbone not in BACKBONES:
             raise ValueError(f"backbone {backbone!r}: expected one of {BACKBONES}")
         if pretrained and backbone != "efficientnet_lite0":
             raise ValueError(f"pretrained=True: no offline ImageNet weights for {backbone!r}")
+        if boundary_band and not prior_skip:
+            raise ValueError(f"boundary_band={boundary_band} needs prior_skip=True (outside the band only the prior "
+                             "skip is left)")
+        if refine_channels and backbone != "efficientnet_lite0":
+            raise ValueError(f"refine_channels={refine_channels}: the boundary refiner needs efficientnet_lite0")
         # Registration order = the original's, so that even the state_dict key order matches.
         self.backbone = _build_backbone(backbone, 3, output_stride, bn_momentum, pretrained)
         self.flow_backbone = _build_backbone(backbone, 2, output_stride, bn_momentum, False)
@@ -97,6 +111,11 @@ class MP2S(nn.Module):
                 self.prior_skip.bias.zero_()
         else:
             self.prior_skip = None
+        if refine_channels:
+            low = self.backbone.low_level
+            self.refiner = BoundaryRefiner(low[4][1], low[2][1], refine_channels, num_classes, bn_momentum)
+        else:
+            self.refiner = None
         for conv in (self.classifier, self.flow_classifier):
             nn.init.normal_(conv.weight, 0.0, 0.01)
             nn.init.zeros_(conv.bias)
@@ -105,16 +124,31 @@ class MP2S(nn.Module):
         self.register_buffer("image_order", torch.tensor(order), persistent=False)
         self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.boundary_band = boundary_band
         self.bn_frozen = False
 
     def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         x = (image.index_select(1, self.image_order) - self.image_mean) / self.image_std
-        logits = self.classifier(self.dropout(self.aspp(self.backbone(x, prior))))
+        if self.refiner is not None:
+            features, low4, low2 = self.backbone.forward_pyramid(x, prior)
+        else:
+            features = self.backbone(x, prior)
+        logits = self.classifier(self.dropout(self.aspp(features)))
         logits = logits + self.flow_classifier(self.dropout(self.flow_aspp(self.flow_backbone(flow, prior))))
+        if self.refiner is not None:
+            logits = self.refiner(logits, low4, low2, prior)
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
+        if self.boundary_band:
+            logits = logits * self.band_gate(prior)
         if self.prior_skip is not None:
             logits = logits + self.prior_skip(2.0 * prior - 1.0)
         return logits
+
+    def band_gate(self, prior: torch.Tensor) -> torch.Tensor:
+        """``[N,1,H,W]`` in [0, 1]: 1 near the prior's boundary, 0 beyond ``boundary_band`` pixels from it."""
+        r = self.boundary_band
+        blurred = F.avg_pool2d(prior.float(), 2 * r + 1, stride=1, padding=r, count_include_pad=False)
+        return (8 * blurred * (1 - blurred)).clamp(0, 1).to(prior.dtype)
 
     def train(self, mode: bool = True) -> MP2S:
         super().train(mode)
