@@ -26,8 +26,8 @@ class VSReIDModule(LightningModule):
     """MP2S wrapped for ``fit`` (pretraining / online finetuning), ``validate`` and ``predict``.
 
     Args:
-        backbone, output_stride, aspp_channels, pretrained, bn_momentum, dropout, prior_skip: the network
-            (see :class:`MP2S`).
+        backbone, output_stride, aspp_channels, pretrained, bn_momentum, dropout, prior_skip, refine_channels,
+            boundary_band: the network (see :class:`MP2S`).
         init_from: weights to start from: a Lightning checkpoint of this module or an original ``MP2S.pth.tar``.
         optimizer: ``"sgd"`` (momentum 0.9, the original's policy) or ``"adamw"``; conv biases get 2x lr, no decay.
         lr, weight_decay, poly_power: base learning rate and the poly schedule ``lr * (1 - step/total)^power``.
@@ -47,6 +47,8 @@ class VSReIDModule(LightningModule):
         bn_momentum: float = 0.05,
         dropout: float = 0.1,
         prior_skip: bool = True,
+        refine_channels: int = 0,
+        boundary_band: int = 0,
         init_from: str | None = None,
         optimizer: str = "adamw",
         lr: float = 1e-3,
@@ -71,7 +73,8 @@ class VSReIDModule(LightningModule):
         self.save_hyperparameters()
         self.net = MP2S(backbone=backbone, output_stride=output_stride, aspp_channels=aspp_channels,
                         pretrained=pretrained and init_from is None, bn_momentum=bn_momentum, dropout=dropout,
-                        prior_skip=prior_skip)
+                        prior_skip=prior_skip, refine_channels=refine_channels,
+                        boundary_band=boundary_band)
         if init_from:
             load_network_weights(self.net, init_from)
         set_bn_frozen(self.net, freeze_bn)
@@ -127,8 +130,12 @@ class VSReIDModule(LightningModule):
 
     # ------------------------------------------------------------------ one-step validation
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        """One-step propagation from the ground truth: full-frame IoU of the network vs. copying the warped prior."""
-        loss, logits = self._loss(batch)
+        """One-step propagation from the ground truth: full-frame IoU of the network vs. copying the warped prior.
+
+        Runs in float32 even under mixed-precision training: it measures the network as ``predict`` runs it.
+        """
+        with torch.autocast(self.device.type, enabled=False):
+            loss, logits = self._loss(batch)
         self.log("val/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
         fg = torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
         for k in range(fg.shape[0]):
