@@ -21,8 +21,7 @@ from vsreid.data.davis import DavisRoot
 from vsreid.data.labels import write_frame, write_labels
 from vsreid.engine import PropagationConfig, segment_sequence
 from vsreid.engine.reid import AppearanceReID
-from vsreid.lightning.checkpoints import load_network_weights
-from vsreid.models import MP2S
+from vsreid.lightning.checkpoints import load_network
 
 REPO = Path(__file__).resolve().parents[1]
 T, H, W, N = 100, 480, 854, 5
@@ -54,10 +53,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_sequence(root)
-        net = MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=128, prior_skip=True)
-        weights = REPO / "checkpoints" / "vsreid_lite0.pt"
-        if weights.is_file():
-            load_network_weights(net, weights)
+        net = load_network(REPO / "checkpoints" / "vsreid_lite0.pt")
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         start = time.time()
         result = segment_sequence(net.eval(), DavisRoot(root), "bench", reid=AppearanceReID(),

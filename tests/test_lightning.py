@@ -117,3 +117,29 @@ def test_interrupted_predict_resumes_without_partial_files(synth, tmp_path):
     for seq in names:
         assert len(list((out / seq).glob("*.png"))) == len(DavisRoot(root).frame_stems(seq))
     assert not [p for p in out.rglob(".*") if p.name != ".done"], "temporary files left behind"
+
+
+def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
+    import torch
+
+    from vsreid.commands.export_model import export
+    from vsreid.lightning.checkpoints import load_network
+    from vsreid.lightning.module import VSReIDModule
+
+    torch.manual_seed(0)
+    module = VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3}).eval()
+    ckpt = tmp_path / "tiny.ckpt"
+    torch.save({"state_dict": {f"net.{k}": v for k, v in module.net.state_dict().items()},
+                "hyper_parameters": dict(module.hparams)}, ckpt)
+    exported = export(ckpt, tmp_path / "tiny.pt")
+    inputs = (torch.rand(2, 3, 65, 65) * 255, torch.randn(2, 2, 65, 65), torch.rand(2, 1, 65, 65).round())
+    with torch.no_grad():
+        expected = module.net(*inputs)
+        for path, tol in ((ckpt, 1e-6), (exported, 0.05)):  # the exported file is half precision
+            net = load_network(path)
+            assert (net.refiner is not None, net.boundary_band, net.training) == (True, 3, False)
+            torch.testing.assert_close(net(*inputs), expected, atol=tol, rtol=tol)
+    bare = tmp_path / "bare.pt"
+    torch.save({"state_dict": module.net.state_dict()}, bare)
+    with pytest.raises(ValueError, match="bare.pt: no network configuration"):
+        load_network(bare)

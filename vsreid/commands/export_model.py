@@ -12,9 +12,6 @@ import torch
 
 from vsreid.data.atomic import atomic_path
 
-NETWORK_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "bn_momentum", "dropout")
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a Lightning checkpoint of VSReIDModule (.ckpt)")
     parser.add_argument("output", type=Path, help="the weights file to write (.pt)")
@@ -22,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export(checkpoint: Path, output: Path, half: bool = True) -> Path:
-    from vsreid.lightning.checkpoints import read_network_state
+    from vsreid.lightning.checkpoints import NETWORK_KEYS, read_network_state
     from vsreid.models.mp2s import load_checkpoint_file
 
     state = read_network_state(checkpoint)

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vsreid.models.mp2s import load_checkpoint_file
+from vsreid.models.mp2s import MP2S, load_checkpoint_file
 
 PREFIX = "net."
 
@@ -39,3 +39,28 @@ def load_network_weights(net: nn.Module, path: str | Path) -> None:
     except RuntimeError as err:
         detail = "; ".join(line.strip() for line in str(err).splitlines()[:3])
         raise ValueError(f"{path}: weights do not fit this network configuration ({detail})") from None
+
+
+#: MP2S arguments recorded in exported weights files and Lightning checkpoints.
+NETWORK_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "boundary_band",
+                "bn_momentum", "dropout")
+
+
+def load_network(path: str | Path) -> MP2S:
+    """The MP2S stored in ``path``, built from the configuration recorded with it, in eval mode.
+
+    Reads exported weights files (``vsreid export-model``, e.g. ``checkpoints/vsreid_lite0.pt``, which record
+    ``network``) and Lightning checkpoints of ``VSReIDModule`` (``hyper_parameters``). Raises ``ValueError`` naming the
+    file when neither is recorded (for an original ``MP2S.pth.tar`` use ``MP2S.from_original``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    ckpt = load_checkpoint_file(path)
+    config = ckpt.get("network") or ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not config:
+        raise ValueError(f"{path}: no network configuration recorded (expected an exported weights file or a "
+                         "Lightning checkpoint of VSReIDModule)")
+    net = MP2S(**{k: config[k] for k in NETWORK_KEYS if k in config}, pretrained=False)
+    load_network_weights(net, path)
+    return net.eval()
