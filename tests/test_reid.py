@@ -228,6 +228,47 @@ def test_recovery_terminates_when_a_provider_always_answers(tmp_path):
     assert all(state.anchors[f, i] == f for f, i in pairs)
 
 
+# ------------------------------------------------------------------------ (d') drift and observed views
+class _Verifying(_Table):
+    """A provider that knows the ground truth of seqb: object 1 (index 0) is a candidate only where it is back
+    (frames 6, 7), and a mask of it is drifted wherever it does not cover the ground truth. Records ``observe``."""
+
+    def __init__(self):
+        super().__init__([[], []])
+        self.observed = []
+
+    def candidates(self, t, i):
+        return np.array([[*OBJ1_AFTER, 0.9]]) if i == 0 and t > 5 else np.zeros((0, 5))
+
+    def is_drifted(self, t, i, box):
+        return i == 0 and t >= LOST_AT and (t <= 5 or _iou(box, OBJ1_AFTER) < 0.5)
+
+    def observe(self, t, i, box):
+        self.observed.append((t, i))
+
+
+def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(tmp_path):
+    root = _tiny_root(tmp_path)
+    # zero backward flow at LOST_AT: the copy-prior draft keeps object 1 where it was instead of losing it
+    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
+    source, propagator, state, _ = _start(root)
+    assert appearance(state)[:, 0].all()  # the draft never loses it: without a drift test nothing can be recovered
+    provider = _Verifying()
+    log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2))
+    # dropped from the draft: frames 3-7; re-found in frame 6, propagated back over 5-3 where it is dropped again
+    assert sorted(log.drifted) == sorted([(t, 0) for t in range(LOST_AT, 8)] + [(t, 0) for t in range(LOST_AT, 6)])
+    assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
+    for t in range(LENGTHS["seqb"]):
+        mask = state.labels(t) == 1
+        if LOST_AT <= t <= 5:
+            assert not mask.any(), t
+        else:
+            assert _iou(object_box(mask, enlarge=0.0), OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER) > 0.5, t
+    # frames near the anchors were shown to the provider: frame 0's window for both objects, then the recovery's
+    assert {(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (6, 0), (7, 0)} <= set(provider.observed)
+    assert (LOST_AT, 0) not in provider.observed  # object 1 was missing there
+
+
 # ----------------------------------------------------------------------------- (e) appearance provider
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
@@ -276,8 +317,7 @@ def test_appearance_reid_finds_a_reappearing_object(synthetic):
         others = _background_boxes((seq.labels[t] > 0) | seq.distractor_masks[0, t], x2 - x1, y2 - y1)
         if seq.distractor_masks[0, t].any():
             others = np.vstack([others, np.array(object_box(seq.distractor_masks[0, t], enlarge=0.0), np.float64)])
-        feats = reid.frame_features(t)
-        sims = reid.similarity(feats, np.vstack([np.array([truth], np.float64), others]))[i]
+        sims = reid.similarity(t, np.vstack([np.array([truth], np.float64), others]))[i]
         assert len(others) and np.all(sims[1:] < sims[0]), (t, sims)
     assert hits >= 4, f"best candidate right in {hits} of {len(reappear)} reappearance frames"
 
@@ -321,3 +361,51 @@ def test_evaluate_reid_counts(tmp_path, capsys):
                      "--sequences", "seqa"])
     err = capsys.readouterr().err
     assert code == 2 and "seqa/reid.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_appearance_reid_judges_drift(synthetic):
+    """Ground-truth boxes of well visible objects are never drifted; background boxes of their size always are."""
+    root, seq = synthetic
+    objects = seq.meta["objects"]
+    reid = AppearanceReID()
+    reid.prepare(_source(root, seq.name), seq.labels[0], [o["id"] for o in objects])
+    right, background = [], []
+    for t in range(1, len(seq.labels), 3):
+        for i, obj in enumerate(objects):
+            if obj["area"][t] >= 0.9 * obj["full_area"][t]:
+                x1, y1, x2, y2 = box = object_box(seq.labels[t] == obj["id"], enlarge=0.0)
+                right.append(reid.is_drifted(t, i, box))
+                taken = (seq.labels[t] > 0) | seq.distractor_masks[0, t]
+                background += [reid.is_drifted(t, i, b) for b in _background_boxes(taken, x2 - x1, y2 - y1)]
+    assert len(right) >= 10 and len(background) >= 40
+    assert not any(right) and all(background)
+
+
+def test_appearance_reid_observed_distractors_stop_passing_as_the_object(synthetic):
+    """The look-alike of object 1 walks in while object 1 is hidden. Once object 1 has been observed in frames where
+    both are visible, the look-alike mostly stops scoring as object 1 in the frames where object 1 is hidden, while
+    object 1 itself keeps passing."""
+    root, seq = synthetic
+    meta, look_alike = seq.meta, seq.distractor_masks[0]
+    obj, full_look = meta["objects"][0], meta["distractors"][0]["full_area"]
+    both = [t for t in range(len(seq.labels))
+            if obj["area"][t] >= 0.5 * obj["full_area"][t] and look_alike[t].sum() >= 0.5 * full_look[t]]
+    hidden = [t for t in meta["events"]["distractor"]["while_absent"] if look_alike[t].sum() >= 0.9 * full_look[t]]
+    visible = [t for t in range(1, len(seq.labels)) if obj["area"][t] >= 0.9 * obj["full_area"][t]]
+    assert both and len(hidden) >= 5 and len(visible) >= 10
+    reid = AppearanceReID()
+    reid.prepare(_source(root, seq.name), seq.labels[0], [o["id"] for o in meta["objects"]])
+
+    def best_on(t, mask):
+        cands = reid.candidates(t, 0)
+        box = object_box(mask, enlarge=0.0)
+        return max([c[4] for c in cands if _iou(c[:4], box) >= 0.5], default=0.0)
+
+    def passing(frames, masks):
+        return np.mean([best_on(t, masks[t]) > 0.5 for t in frames])
+
+    assert passing(hidden, look_alike) == 1.0  # before: the look-alike passes as object 1 everywhere
+    added = sum(reid.observe(t, 0, object_box(seq.labels[t] == obj["id"], enlarge=0.0)) for t in both)
+    assert added > 0 and len(reid.views[0]) > 0
+    assert passing(hidden, look_alike) <= 0.5
+    assert passing(visible, seq.labels == obj["id"]) >= 0.9

@@ -1,15 +1,26 @@
-"""The embedded re-ID provider: ImageNet EfficientNet-Lite0 features, template correlation and masked embeddings.
+"""The embedded re-ID provider: ImageNet EfficientNet-Lite0 features, colour histograms and template correlation.
 
-Nothing is precomputed and nothing is learnt. Each object's first-frame appearance (its tight box on a stride-16 feature
-map, with its mask) is searched in a frame by multi-scale normalised cross-correlation; the union of all objects' peaks
-is then scored for every object by comparing the candidate's features, sampled on a 7x7 grid and weighted by the
-object's mask, with its template (masked-average embedding cosine and cell-by-cell cosine).
+Nothing is precomputed and nothing is learnt offline. Each object's first-frame appearance (its tight box on a
+stride-16 feature map, with its mask) is searched in a frame by multi-scale normalised cross-correlation; the union of
+all objects' peaks is then scored for every object by comparing the candidate with the template: features sampled on
+a 7x7 grid and weighted by the object's mask (masked-average embedding cosine and cell-by-cell cosine), and the
+mask-weighted Lab colour histogram (Bhattacharyya coefficient).
+
+Two online refinements serve the recovery loop (:func:`vsreid.engine.reid.recovery.recover`):
+
+- ``is_drifted(t, i, box)``: the propagated mask of object i no longer looks like it (it slid onto an occluder or
+  the background), so the frame is treated as one where i is lost;
+- ``observe(t, i, box)``: in a frame where i is reliably tracked at ``box``, that view of i is kept next to its
+  template, and the other candidates that would pass as i are remembered as its distractors; later, a candidate
+  closer to a distractor than to every view of i scores 0 for i (the distractor-aware matching of DaSiamRPN,
+  without training).
 """
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -25,6 +36,8 @@ STRIDE16_BLOCKS = 11  # EfficientNet-Lite0 blocks up to the end of stage 5 (112 
 GRID = 7  # side of the grid candidates and templates are compared on
 MAX_KERNEL = 8  # larger templates are correlated with average-pooled features (bounds the cost)
 SCALES = tuple(float(2 ** (k / 3)) for k in range(-3, 4))  # 0.5 .. 2, adjacent boxes overlap with IoU 0.63
+COLOUR_SIDE = 24  # boxes are resized to this square before their colour histogram is taken
+COLOUR_BINS = (4, 8, 8)  # Lab histogram bins: L over 0-255, a and b over 64-191 (OpenCV's 8-bit Lab)
 
 
 class _Stride16Features(nn.Module):
@@ -58,11 +71,23 @@ class _Kernel:
 
 @dataclass
 class _Template:
-    """One object's first-frame appearance on the 7x7 grid: features [C,7,7], mask [7,7], embedding [C]."""
+    """An appearance to compare candidates with, on the 7x7 grid: features [C,7,7], the object's mask [7,7] and
+    embedding [C]; its colour histogram [B] under the object's mask ``colour_weights`` (COLOUR_SIDE^2,)."""
 
     grid: torch.Tensor
     mask: torch.Tensor
     embedding: torch.Tensor
+    colour: np.ndarray
+    colour_weights: np.ndarray
+
+
+@dataclass
+class _Boxes:
+    """Boxes (M, 4) of one frame with their 7x7 feature grids [M,C,7,7] and per-pixel Lab bins (M, COLOUR_SIDE^2)."""
+
+    boxes: np.ndarray
+    grids: torch.Tensor
+    bins: np.ndarray
 
 
 def _roi_sample(features: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -107,6 +132,39 @@ def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
 
 
+def _box_iou(a, b) -> float:
+    """IoU of two boxes (x1, y1, x2, y2)."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return iw * ih / union if union > 0 else 0.0
+
+
+def _colour_bins(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(M, COLOUR_SIDE^2) int Lab histogram bin of every pixel of each box (M, 4) of an RGB uint8 frame, after
+    resizing the box to COLOUR_SIDE x COLOUR_SIDE."""
+    h, w = frame.shape[:2]
+    out = np.zeros((len(boxes), COLOUR_SIDE * COLOUR_SIDE), np.int64)
+    for m, (x1, y1, x2, y2) in enumerate(boxes):
+        x1, y1 = int(np.clip(x1, 0, w - 1)), int(np.clip(y1, 0, h - 1))
+        x2, y2 = int(np.clip(np.ceil(x2), x1 + 1, w)), int(np.clip(np.ceil(y2), y1 + 1, h))
+        crop = cv2.resize(frame[y1:y2, x1:x2], (COLOUR_SIDE, COLOUR_SIDE), interpolation=cv2.INTER_AREA)
+        lab = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.int64)
+        nl, na, nb = COLOUR_BINS
+        a = np.clip((lab[:, 1] - 64) * na // 128, 0, na - 1)
+        b = np.clip((lab[:, 2] - 64) * nb // 128, 0, nb - 1)
+        out[m] = (lab[:, 0] * nl // 256 * na + a) * nb + b
+    return out
+
+
+def _colour_histograms(bins: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(M, B) histograms of per-pixel bins (M, P) weighted by (P,), each summing to 1 (0 when the weights are 0)."""
+    size = int(np.prod(COLOUR_BINS))
+    out = np.stack([np.bincount(row, weights=weights, minlength=size) for row in bins]) if len(bins) else \
+        np.zeros((0, size))
+    return out / max(float(weights.sum()), 1e-6)
+
+
 class AppearanceReID:
     """Embedded :class:`~vsreid.engine.reid.provider.ReIDProvider` (no person classifier: ``class_scores`` is None).
 
@@ -114,26 +172,34 @@ class AppearanceReID:
         device: where the frozen feature network runs (default CPU).
         scales: template sizes searched, as factors of the first-frame box.
         top_k: correlation peaks kept per object and frame (after NMS at ``nms_iou``).
+        colour_weight: share of the colour-histogram similarity in :meth:`similarity` (the rest is the feature
+            similarity).
         similarity_center, similarity_width: a candidate's score for object i is
             ``sigmoid((similarity - center) / width)`` of its :meth:`similarity` with i's template, so ``center`` maps
-            to the recovery threshold 0.5. Calibration (median similarity): right boxes 0.62 on real DAVIS objects and
-            0.76 on synthetic ones; the best box in frames without the object 0.41 (DAVIS, max 0.57) and 0.62
-            (synthetic, 95th percentile 0.67); 0.65 trades recall on real objects for few false re-identifications.
+            to the recovery threshold 0.5 (calibration in the README's re-ID section).
+        drift_similarity: :meth:`is_drifted` is true below this similarity.
+        max_memory: views and distractors remembered per object (the oldest are forgotten first).
         cache_frames: frames whose features are kept (LRU); candidates are cached for the whole sequence.
     """
 
     def __init__(self, device: str | torch.device | None = None, scales=SCALES, top_k: int = 5,
-                 nms_iou: float = 0.5, similarity_center: float = 0.65, similarity_width: float = 0.05,
+                 nms_iou: float = 0.5, colour_weight: float = 0.5, similarity_center: float = 0.7,
+                 similarity_width: float = 0.05, drift_similarity: float = 0.3, max_memory: int = 16,
                  cache_frames: int = 32):
         self.device = torch.device(device or "cpu")
         self.net = _Stride16Features().to(self.device)
         self.scales, self.top_k, self.nms_iou = tuple(scales), top_k, nms_iou
+        self.colour_weight = colour_weight
         self.center, self.width = similarity_center, similarity_width
+        self.drift_similarity, self.max_memory = drift_similarity, max_memory
         self.cache_frames = cache_frames
         self._features: OrderedDict[int, torch.Tensor] = OrderedDict()
-        self._candidates: dict[int, np.ndarray] = {}
+        self._boxes: dict[int, _Boxes] = {}
+        self._scores: dict[int, np.ndarray] = {}
         self.source = None
         self.templates: list[_Template] = []
+        self.views: list[list[_Template]] = []
+        self.distractors: list[list[_Template]] = []
         self.kernels: list[_Kernel] = []
 
     # ------------------------------------------------------------------ ReIDProvider
@@ -142,20 +208,54 @@ class AppearanceReID:
         """Templates of the objects with ``object_ids`` (index i = ``object_ids[i]``) in ``first_labels`` (H, W)."""
         self.source = source
         self._features.clear()
-        self._candidates.clear()
+        self._boxes.clear()
+        self._scores.clear()
         feats = self.frame_features(0)
         self.templates, self.kernels = [], []
         for i, oid in enumerate(object_ids):
             self._add_template(i, feats, first_labels == oid)
+        self.views = [[] for _ in object_ids]
+        self.distractors = [[] for _ in object_ids]
 
     def candidates(self, t: int, i: int) -> np.ndarray:
         """(M, 5) float64 ``x1, y1, x2, y2, score`` in frame pixels; row r is the same box for every object."""
-        if t not in self._candidates:
-            self._candidates[t] = self._frame_candidates(t)
-        return self._candidates[t][i]
+        if t not in self._scores:
+            self._scores[t] = self._score(self._frame_boxes(t))
+        boxes = self._frame_boxes(t).boxes
+        return np.concatenate([boxes, self._scores[t][i][:, None]], axis=1)
 
     def class_scores(self, i: int) -> None:
         return None
+
+    # ------------------------------------------------------------------ online refinements (see the module docstring)
+    def is_drifted(self, t: int, i: int, box) -> bool:
+        """True when the box (x1, y1, x2, y2) of object i's mask in frame t is less similar to i than
+        ``drift_similarity``."""
+        return bool(self.similarity(t, np.array([box], np.float64))[i, 0] < self.drift_similarity)
+
+    def observe(self, t: int, i: int, box, max_iou: float = 0.1) -> int:
+        """Object i is reliably tracked at ``box`` (x1, y1, x2, y2) in frame t: keep that view of i when it matches
+        i's template, and remember as i's distractors the other candidates of frame t whose template similarity
+        passes (score >= 0.5) but which overlap ``box`` by at most ``max_iou``. Returns the distractors added."""
+        tpl = self.templates[i]
+        view = self._describe(t, np.array([box], np.float64))
+        if self._match(view, tpl)[0] >= self.center:
+            self.views[i].append(self._appearance(view, 0, tpl))
+            del self.views[i][:-self.max_memory]
+        found = self._frame_boxes(t)
+        sims = self._match(found, tpl)
+        added = [self._appearance(found, m, tpl) for m in np.flatnonzero(sims >= self.center)
+                 if _box_iou(found.boxes[m], box) <= max_iou]
+        self.distractors[i] += added
+        del self.distractors[i][:-self.max_memory]
+        self._scores.clear()
+        return len(added)
+
+    def _appearance(self, found: _Boxes, m: int, tpl: _Template) -> _Template:
+        """Box m of ``found`` as an appearance compared under template ``tpl``'s masks."""
+        grid = found.grids[m]
+        colour = _colour_histograms(found.bins[m:m + 1], tpl.colour_weights)[0]
+        return _Template(grid, tpl.mask, _embed(grid[None], tpl.mask)[0], colour, tpl.colour_weights)
 
     # ------------------------------------------------------------------ features and templates
     @torch.no_grad()
@@ -178,7 +278,10 @@ class AppearanceReID:
         crop = torch.from_numpy(mask[y1:y2, x1:x2].astype(np.float32))[None, None].to(self.device)
         box_t = torch.tensor([box], dtype=torch.float32, device=self.device)
         grid, grid_mask = _roi_sample(feats, box_t, (GRID, GRID))[0], F.adaptive_avg_pool2d(crop, GRID)[0, 0]
-        self.templates.append(_Template(grid, grid_mask, _embed(grid[None], grid_mask)[0]))
+        weights = cv2.resize(mask[y1:y2, x1:x2].astype(np.float32), (COLOUR_SIDE, COLOUR_SIDE),
+                             interpolation=cv2.INTER_AREA).ravel().astype(np.float64)
+        colour = _colour_histograms(_colour_bins(self.source.frame(0), np.array([box], np.float64)), weights)[0]
+        self.templates.append(_Template(grid, grid_mask, _embed(grid[None], grid_mask)[0], colour, weights))
         _, fh, fw = feats.shape
         for s in self.scales:
             bw, bh = (x2 - x1) * s, (y2 - y1) * s
@@ -186,17 +289,51 @@ class AppearanceReID:
             gw = int(np.clip(round(bw / STRIDE / pool), 1, max(1, fw // pool)))
             gh = int(np.clip(round(bh / STRIDE / pool), 1, max(1, fh // pool)))
             m = F.adaptive_avg_pool2d(crop, (gh, gw))[0, 0]
-            weights = _roi_sample(feats, box_t, (gh, gw))[0] * m
-            self.kernels.append(_Kernel(i, bw, bh, pool, weights / weights.norm().clamp_min(1e-6), m * m))
+            kernel = _roi_sample(feats, box_t, (gh, gw))[0] * m
+            self.kernels.append(_Kernel(i, bw, bh, pool, kernel / kernel.norm().clamp_min(1e-6), m * m))
 
     # ------------------------------------------------------------------ search and scoring
     @torch.no_grad()
-    def _frame_candidates(self, t: int) -> np.ndarray:
-        """(N, M, 5): the union of every object's correlation peaks in frame t, scored for each object."""
-        feats = self.frame_features(t)
-        boxes = self._search(feats)
-        scores = 1 / (1 + np.exp(-(self.similarity(feats, boxes) - self.center) / self.width))
-        return np.concatenate([np.broadcast_to(boxes, (len(scores),) + boxes.shape), scores[..., None]], axis=2)
+    def _describe(self, t: int, boxes: np.ndarray) -> _Boxes:
+        """Feature grids and colour bins of boxes (M, 4) in frame t."""
+        grids = _roi_sample(self.frame_features(t), torch.from_numpy(boxes).float().to(self.device), (GRID, GRID))
+        return _Boxes(boxes, grids, _colour_bins(self.source.frame(t), boxes))
+
+    def _frame_boxes(self, t: int) -> _Boxes:
+        """The union of every object's correlation peaks in frame t, described (cached for the sequence)."""
+        if t not in self._boxes:
+            self._boxes[t] = self._describe(t, self._search(self.frame_features(t)))
+        return self._boxes[t]
+
+    @torch.no_grad()
+    def _match(self, found: _Boxes, ref: _Template) -> np.ndarray:
+        """(M,) similarity in [0, 1] of described boxes to one appearance (the features are non-negative)."""
+        global_sim = _embed(found.grids, ref.mask) @ ref.embedding
+        cell_sim = F.cosine_similarity((found.grids * ref.mask).flatten(1), (ref.grid * ref.mask).flatten()[None],
+                                       dim=1)
+        deep = ((global_sim + cell_sim) / 2).cpu().numpy().astype(np.float64)
+        colour = np.sqrt(_colour_histograms(found.bins, ref.colour_weights) * ref.colour).sum(1)
+        return (1 - self.colour_weight) * deep + self.colour_weight * colour
+
+    def _score(self, found: _Boxes) -> np.ndarray:
+        """(N, M) scores: the sigmoid of the best similarity to i's template or a kept view of i, 0 where a known
+        distractor of i is closer."""
+        out = np.zeros((len(self.templates), len(found.boxes)))
+        if len(found.boxes) == 0:
+            return out
+        for i, tpl in enumerate(self.templates):
+            sim = np.max([self._match(found, ref) for ref in [tpl, *self.views[i]]], axis=0)
+            out[i] = 1 / (1 + np.exp(-(sim - self.center) / self.width))
+            for neg in self.distractors[i]:
+                out[i][self._match(found, neg) > sim] = 0.0
+        return out
+
+    def similarity(self, t: int, boxes: np.ndarray) -> np.ndarray:
+        """(N, M) similarity in [0, 1] of boxes (M, 4) in frame t to each object's template (distractors ignored)."""
+        if len(boxes) == 0:
+            return np.zeros((len(self.templates), 0))
+        found = self._describe(t, np.asarray(boxes, np.float64))
+        return np.stack([self._match(found, tpl) for tpl in self.templates])
 
     def _search(self, feats: torch.Tensor) -> np.ndarray:
         """(M, 4) boxes in frame pixels: per object its ``top_k`` correlation peaks over all scales, after NMS.
@@ -233,17 +370,3 @@ class AppearanceReID:
             ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
             out.append(b[ok][_nms(b[ok], s[ok], self.nms_iou, self.top_k)])
         return np.concatenate(out).reshape(-1, 4)
-
-    @torch.no_grad()
-    def similarity(self, feats: torch.Tensor, boxes: np.ndarray) -> np.ndarray:
-        """(N, M) similarity in [0, 1] (the features are non-negative) of candidate boxes (M, 4) in a frame with
-        features [C,h,w] to each template: mean of the masked-embedding cosine and the cell-by-cell masked cosine."""
-        if len(boxes) == 0:
-            return np.zeros((len(self.templates), 0))
-        grids = _roi_sample(feats, torch.from_numpy(boxes).float().to(self.device), (GRID, GRID))
-        out = []
-        for tpl in self.templates:
-            global_sim = _embed(grids, tpl.mask) @ tpl.embedding
-            cell_sim = F.cosine_similarity((grids * tpl.mask).flatten(1), (tpl.grid * tpl.mask).flatten()[None], dim=1)
-            out.append(((global_sim + cell_sim) / 2).cpu().numpy())
-        return np.stack(out).astype(np.float64)

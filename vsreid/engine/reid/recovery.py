@@ -10,7 +10,7 @@ from vsreid.data.crops import boxes_from_labels
 from ..boxes import enclosing_iou
 from ..propagator import Propagator
 from ..source import SequenceSource
-from ..state import PropagationState
+from ..state import NO_ANCHOR, PropagationState
 from .provider import ReIDProvider
 
 PERSON_CLASS = 123  # index of "person" in the original's class-score vectors
@@ -21,12 +21,15 @@ class RecoveryConfig:
     """score_threshold: minimum candidate score (0.5); occlusion_threshold: a candidate box overlapping a visible
     object's robust box by more than this (intersection over enclosing box) is rejected (0.3); person_threshold:
     class score above which an object takes part in the person pass (0.5); max_rounds: stop after this many
-    accepted re-identifications (None: until no candidate qualifies, at most T x N rounds)."""
+    accepted re-identifications (None: until no candidate qualifies, at most T x N rounds); distractor_window:
+    frames this close to an object's anchor (frame 0 or a re-identification) teach the provider its distractors,
+    when the provider learns them."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
     person_threshold: float = 0.5
     max_rounds: int | None = None
+    distractor_window: int = 10
 
 
 @dataclass
@@ -42,7 +45,10 @@ class Recovery:
 
 @dataclass
 class RecoveryLog:
+    """Accepted re-identifications, and the (frame, object index) predictions dropped as drifted."""
+
     recoveries: list[Recovery] = field(default_factory=list)
+    drifted: list[tuple[int, int]] = field(default_factory=list)
 
 
 def appearance(state: PropagationState) -> np.ndarray:
@@ -52,6 +58,34 @@ def appearance(state: PropagationState) -> np.ndarray:
         boxes = boxes_from_labels(state.index_labels(t), range(1, state.num_objects + 1), enlarge=0.0)
         out[t] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 1
     return out
+
+
+def _tight_boxes(state: PropagationState, t: int) -> np.ndarray:
+    """(N, 4) tight boxes of every object in frame t's labels (degenerate for absent objects)."""
+    return boxes_from_labels(state.index_labels(t), range(1, state.num_objects + 1), enlarge=0.0)
+
+
+def drop_drifted(state: PropagationState, is_drifted, frames, objects, log: RecoveryLog) -> None:
+    """Erase object i from frame t (probabilities 0, no anchor) where ``is_drifted(t, i, box)`` says its mask no
+    longer shows it, for every t in ``frames`` that is not i's own anchor and i in ``objects``."""
+    for t in frames:
+        boxes = _tight_boxes(state, t)
+        for i in objects:
+            x1, y1, x2, y2 = boxes[i]
+            if (x2 - x1) * (y2 - y1) > 1 and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
+                state.probs[t, i] = 0
+                state.anchors[t, i] = NO_ANCHOR
+                log.drifted.append((t, i))
+
+
+def teach_distractors(state: PropagationState, learn, appear: np.ndarray, i: int, anchor: int, window: int) -> None:
+    """Show the provider (``learn(t, i, box)``) object i where it is tracked, in frames up to ``window`` from
+    ``anchor`` (both ways), until the first frame each way where it is missing."""
+    for step in (-1, 1):
+        for t in range(anchor, int(np.clip(anchor + step * (window + 1), -1, state.num_frames)), step):
+            if not appear[t, i]:
+                break
+            learn(t, i, tuple(_tight_boxes(state, t)[i]))
 
 
 def _best_candidate(state: PropagationState, provider: ReIDProvider, appear: np.ndarray, targets: list[int],
@@ -89,7 +123,10 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     """Run the person pass (objects classified as persons, when class scores exist) then the object pass.
 
     A provider with a ``set_pass(kind)`` method is told the pass (``"person"`` / ``"object"``) before it, so that
-    its ``candidates`` return that pass's rows (the original's PersonSearch / ObjectSearch results).
+    its ``candidates`` return that pass's rows (the original's PersonSearch / ObjectSearch results). Two more optional
+    provider methods extend the original: with ``is_drifted(t, i, box)``, predictions that no longer show their
+    object are dropped first (and after each re-propagation), so that a mask stuck on an occluder counts as lost;
+    with ``observe(t, i, box)``, frames near each anchor show the provider object i and what it is not.
 
     Each round accepts the single best candidate over all frames and objects, re-initialises the object there, and
     propagates it backward and forward until the nearest frames where it is visible. A (frame, object) pair becomes
@@ -105,6 +142,15 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
         passes.append(("person", [i for i in range(n) if scores[i][PERSON_CLASS] > cfg.person_threshold]))
     passes.append(("object", list(range(n))))
     set_pass = getattr(provider, "set_pass", None)  # providers with separate person / object results
+    is_drifted = getattr(provider, "is_drifted", None)
+    learn = getattr(provider, "observe", None)
+    if is_drifted is not None:
+        drop_drifted(state, is_drifted, range(num_frames), range(n), log)
+        appear = appearance(state)
+    if learn is not None:
+        for i in range(n):
+            for a in np.flatnonzero(state.anchors[:, i] == np.arange(num_frames)):
+                teach_distractors(state, learn, appear, i, int(a), cfg.distractor_window)
     for kind, targets in passes:
         if not targets:
             continue
@@ -120,7 +166,12 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             earlier = np.flatnonzero(appear[:t, j])
             propagator.predict(source, state, t - 1, int(earlier[-1]) if earlier.size else 0, -1, [j])
             later = np.flatnonzero(appear[t + 1:, j])
-            propagator.predict(source, state, t + 1, t + 1 + int(later[0]) if later.size else num_frames, 1, [j])
+            stop = t + 1 + int(later[0]) if later.size else num_frames
+            propagator.predict(source, state, t + 1, stop, 1, [j])
+            if is_drifted is not None:
+                drop_drifted(state, is_drifted, range(int(earlier[-1]) + 1 if earlier.size else 0, stop), [j], log)
             appear = appearance(state)
+            if learn is not None:
+                teach_distractors(state, learn, appear, j, t, cfg.distractor_window)
             log.recoveries.append(Recovery(t, j, box, score, kind))
     return log

@@ -43,12 +43,15 @@ def build_report(seq: str, draft: PropagationState | np.ndarray, provider: ReIDP
         object_ids: the ids of object indices 0..N-1.
 
     Returns:
-        ``{"sequence", "object_ids", "lost": [[t, id], ...] (frames 1..T-2 where the draft lost the object),
+        ``{"sequence", "object_ids", "lost": [[t, id], ...] (frames 1..T-2 where the draft lost the object or recovery
+        dropped its prediction as drifted), "drifted": [[t, id], ...],
         "candidates": {"t:id": top-5 [x1, y1, x2, y2, score] by score}, "recoveries": [{"frame", "object_id", "box",
         "score", "kind"}]}``.
     """
     ids = [int(o) for o in object_ids]
-    appear = draft_appearance(draft, ids)
+    appear = draft_appearance(draft, ids).copy()
+    for t, i in log.drifted:
+        appear[t, i] = False
     if hasattr(provider, "set_pass"):
         provider.set_pass("object")
     lost, candidates = [], {}
@@ -60,4 +63,6 @@ def build_report(seq: str, draft: PropagationState | np.ndarray, provider: ReIDP
             candidates[f"{t}:{ids[i]}"] = [[round(float(v), 4) for v in row] for row in top]
     recoveries = [{"frame": r.frame, "object_id": ids[r.object_index], "box": [float(v) for v in r.box],
                    "score": float(r.score), "kind": r.kind} for r in log.recoveries]
-    return {"sequence": seq, "object_ids": ids, "lost": lost, "candidates": candidates, "recoveries": recoveries}
+    drifted = [[int(t), ids[i]] for t, i in sorted(log.drifted)]
+    return {"sequence": seq, "object_ids": ids, "lost": lost, "drifted": drifted, "candidates": candidates,
+            "recoveries": recoveries}
