@@ -186,6 +186,19 @@ def test_deform_mask_changes_the_mask_moderately():
     assert 0.5 < ious.min() and ious.max() < 0.97 and 0.65 < np.median(ious) < 0.92, ious
 
 
+def test_deform_mask_erosion_share_removes_the_size_bias_of_the_original():
+    mask = np.zeros((200, 240), bool)
+    cv2.ellipse(mask.view(np.uint8), (120, 100), (70, 50), 20.0, 0, 360, 1, -1)
+
+    def ratios(share):
+        return np.array([deform_mask(mask, np.random.default_rng(k), erode_share=share).sum() / mask.sum()
+                         for k in range(40)])
+
+    original, unbiased = ratios(0.0), ratios(0.5)
+    assert np.median(original) > 1.05 and (original < 1).mean() < 0.3  # the original's final dilation inflates every prior
+    assert 0.95 < np.median(unbiased) < 1.05 and (unbiased < 1).mean() > 0.45
+
+
 def test_deform_mask_never_empties_and_keeps_empty_masks_empty():
     for side in (1, 2, 4, 9):
         mask = np.zeros((40, 40), bool)

@@ -120,8 +120,9 @@ class _Sampler:
     """Shared machinery: crop geometry, rendering of one object's arrays, epochs and seeds."""
 
     def __init__(self, size: int, samples_per_epoch: int, seed: int, augment, jitter: float, context: float,
-                 min_area: int):
+                 min_area: int, erode_share: float):
         self.size = size
+        self.erode_share = erode_share
         self.samples_per_epoch = samples_per_epoch
         self.seed = seed
         self.augmentation = _as_augmentation(augment)
@@ -198,6 +199,8 @@ class PropagationSamples(_Sampler):
         augment: True for the default :class:`Augmentation`, an instance, or False for none.
         jitter, context: box jitter and enlargement per side, as fractions of the box size.
         min_area: an object needs this many pixels in the current frame to be picked.
+        erode_share: share of deformed priors that end with an erosion instead of the original's dilation (see
+            :func:`vsreid.data.deform.deform_mask`; 0.5 keeps deformed priors unbiased in size, 0 is the original).
         cache_frames, cache_labels: LRU sizes (decoded frames / annotations per root).
     """
 
@@ -205,8 +208,9 @@ class PropagationSamples(_Sampler):
                  flow: Sequence[Flows] | Callable[[DavisRoot], Flows], size: int = 321,
                  samples_per_epoch: int = 10000, p_deform: float = 0.5, p_static: float = 0.0,
                  p_zero_prior: float = 0.4, seed: int = 0, augment: bool | Augmentation = True, jitter: float = 0.2,
-                 context: float = 0.3, min_area: int = 16, cache_frames: int = 32, cache_labels: int = 128):
-        super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area)
+                 context: float = 0.3, min_area: int = 16, erode_share: float = 0.5, cache_frames: int = 32,
+                 cache_labels: int = 128):
+        super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area, erode_share)
         self.p_deform, self.p_static, self.p_zero_prior = p_deform, p_static, p_zero_prior
         self.stores = [_Frames(r, r.sequences(sequences=list(seqs) if seqs else None), cache_frames, cache_labels)
                        for r, seqs in roots]
@@ -251,7 +255,7 @@ class PropagationSamples(_Sampler):
         matrix, linear, region = self._geometry(mask, rng)
         to_source = flows.backward(seq, t) if forward else flows.forward(seq, t)
         if rng.random() < self.p_deform:
-            prior = deform_mask(mask, rng)
+            prior = deform_mask(mask, rng, erode_share=self.erode_share)
         else:
             from_source = flows.forward(seq, src) if forward else flows.backward(seq, src)
             prior = warp_backward(store.labels(seq, src), to_source, from_source, region=region) == obj
@@ -267,7 +271,7 @@ class PropagationSamples(_Sampler):
         labels = store.labels(seq, t)
         mask = labels == obj
         matrix, linear, _ = self._geometry(mask, rng)
-        prior = None if rng.random() < self.p_zero_prior else deform_mask(mask, rng)
+        prior = None if rng.random() < self.p_zero_prior else deform_mask(mask, rng, erode_share=self.erode_share)
         return self._render(matrix, linear, rng, store.frame(seq, t), labels, obj, prior, None)
 
 
@@ -284,8 +288,8 @@ class FirstFrameSamples(_Sampler):
     def __init__(self, root: DavisRoot, sequences: Sequence[str] | None, flow_cache: Flows, size: int = 321,
                  samples_per_epoch: int = 1000, seed: int = 0, frames: Mapping[str, Sequence[int]] | None = None,
                  augment: bool | Augmentation = True, jitter: float = 0.2, context: float = 0.3, min_area: int = 16,
-                 cache_frames: int = 32, cache_labels: int = 128):
-        super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area)
+                 erode_share: float = 0.5, cache_frames: int = 32, cache_labels: int = 128):
+        super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area, erode_share)
         self.store = _Frames(root, root.sequences(sequences=list(sequences) if sequences else None), cache_frames,
                              cache_labels)
         self.flows = flow_cache
@@ -316,7 +320,7 @@ class FirstFrameSamples(_Sampler):
         labels = self.store.labels(seq, t)
         mask = labels == obj
         matrix, linear, _ = self._geometry(mask, rng)
-        prior = deform_mask(mask, rng)
+        prior = deform_mask(mask, rng, erode_share=self.erode_share)
         return self._render(matrix, linear, rng, self.store.frame(seq, t), labels, obj, prior, self._flow(seq, t))
 
 
