@@ -1,9 +1,9 @@
 """Evaluate re-ID against the ground truth: candidate recall on lost objects and precision of accepted recoveries.
 
 Reads DIR/<seq>/reid.json (written by `vsreid predict` with re-ID) and the DAVIS annotations. Over the (frame, object)
-pairs the draft (forward pass alone) lost: recall = fraction of those where the object is in the ground truth that
-have a candidate box with IoU >= 0.5 with its tight ground-truth box; "correctly lost" counts those where it is truly
-absent. Precision = fraction of accepted recoveries whose box has IoU >= 0.5 with the object's ground-truth box.
+pairs the draft (forward pass alone) lost, or whose draft prediction re-ID dropped as drifted: recall = fraction of
+those where the object is in the ground truth that have a candidate box with IoU >= 0.5 with its tight ground-truth
+box; "correctly lost" counts those where it is truly absent. Precision = fraction of accepted recoveries whose box has IoU >= 0.5 with the object's ground-truth box.
 Frames without an annotation are skipped. Prints a per-sequence table and writes DIR/reid_results.csv.
 """
 from __future__ import annotations
