@@ -306,13 +306,18 @@ class AppearanceReID:
         return self._boxes[t]
 
     @torch.no_grad()
-    def _match(self, found: _Boxes, ref: _Template) -> np.ndarray:
-        """(M,) similarity in [0, 1] of described boxes to one appearance (the features are non-negative)."""
+    def _match(self, found: _Boxes, ref: _Template, hists: np.ndarray | None = None) -> np.ndarray:
+        """(M,) similarity in [0, 1] of described boxes to one appearance (the features are non-negative).
+
+        ``hists``: the boxes' colour histograms under ``ref.colour_weights`` when already computed (M, B).
+        """
         global_sim = _embed(found.grids, ref.mask) @ ref.embedding
         cell_sim = F.cosine_similarity((found.grids * ref.mask).flatten(1), (ref.grid * ref.mask).flatten()[None],
                                        dim=1)
         deep = ((global_sim + cell_sim) / 2).cpu().numpy().astype(np.float64)
-        colour = np.sqrt(_colour_histograms(found.bins, ref.colour_weights) * ref.colour).sum(1)
+        if hists is None:
+            hists = _colour_histograms(found.bins, ref.colour_weights)
+        colour = np.sqrt(hists * ref.colour).sum(1)
         return (1 - self.colour_weight) * deep + self.colour_weight * colour
 
     def _score(self, found: _Boxes) -> np.ndarray:
@@ -322,10 +327,11 @@ class AppearanceReID:
         if len(found.boxes) == 0:
             return out
         for i, tpl in enumerate(self.templates):
-            sim = np.max([self._match(found, ref) for ref in [tpl, *self.views[i]]], axis=0)
+            hists = _colour_histograms(found.bins, tpl.colour_weights)  # views and distractors share i's mask
+            sim = np.max([self._match(found, ref, hists) for ref in [tpl, *self.views[i]]], axis=0)
             out[i] = 1 / (1 + np.exp(-(sim - self.center) / self.width))
             for neg in self.distractors[i]:
-                out[i][self._match(found, neg) > sim] = 0.0
+                out[i][self._match(found, neg, hists) > sim] = 0.0
         return out
 
     def similarity(self, t: int, boxes: np.ndarray) -> np.ndarray:
