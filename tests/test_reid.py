@@ -23,7 +23,7 @@ from vsreid.engine.boxes import enclosing_iou
 from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, appearance, build_report,
                                 recover)
-from vsreid.engine.reid.recovery import _best_candidate
+from vsreid.engine.reid.recovery import FrameViews, _best_candidate
 from vsreid.engine.source import SequenceSource
 from vsreid.engine.state import initial_state
 
@@ -194,7 +194,7 @@ def test_candidate_on_a_visible_object_is_rejected_by_enclosing_box_iou():
     far = (70, 5, 90, 25)
     for box, accepted in ((over, False), (beside, True), (far, True)):
         provider = _Table([[[*box, 0.9]], [[*box, 0.1]]])
-        found = _best_candidate(state, provider, appear, [0, 1], RecoveryConfig())
+        found = _best_candidate(FrameViews(state), provider, [0, 1], RecoveryConfig())
         assert (found is not None) == accepted, box
         if accepted:
             assert found == (1, 0, tuple(float(v) for v in box), 0.9)
@@ -204,14 +204,14 @@ def test_candidate_scored_higher_by_another_missing_object_is_rejected():
     box, other = (60, 20, 80, 40), (5, 45, 25, 60)
     provider = _Table([[[*box, 0.8], [*other, 0.2]], [[*box, 0.9], [*other, 0.6]]])
     both_missing = _state_frame1()
-    found = _best_candidate(both_missing, provider, appearance(both_missing), [0, 1], RecoveryConfig())
+    found = _best_candidate(FrameViews(both_missing), provider, [0, 1], RecoveryConfig())
     assert found == (1, 1, tuple(float(v) for v in box), 0.9)
     # object 2 visible elsewhere: its higher score for the box no longer counts
     provider = _Table([[[*box, 0.8]], [[*box, 0.9]]])
     state = _state_frame1(obj2_box=(0, 0, 15, 15))
-    found = _best_candidate(state, provider, appearance(state), [0, 1], RecoveryConfig())
+    found = _best_candidate(FrameViews(state), provider, [0, 1], RecoveryConfig())
     assert found == (1, 0, tuple(float(v) for v in box), 0.8)
-    assert _best_candidate(state, provider, appearance(state), [0, 1], RecoveryConfig(score_threshold=0.85)) is None
+    assert _best_candidate(FrameViews(state), provider, [0, 1], RecoveryConfig(score_threshold=0.85)) is None
 
 
 # ------------------------------------------------------------------------------------- (d) termination

@@ -195,7 +195,7 @@ class AppearanceReID:
         self.cache_frames = cache_frames
         self._features: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._boxes: dict[int, _Boxes] = {}
-        self._scores: dict[int, np.ndarray] = {}
+        self._scores: dict[tuple[int, int], np.ndarray] = {}  # (frame, object) -> scores of the frame's boxes
         self.source = None
         self.templates: list[_Template] = []
         self.views: list[list[_Template]] = []
@@ -219,10 +219,10 @@ class AppearanceReID:
 
     def candidates(self, t: int, i: int) -> np.ndarray:
         """(M, 5) float64 ``x1, y1, x2, y2, score`` in frame pixels; row r is the same box for every object."""
-        if t not in self._scores:
-            self._scores[t] = self._score(self._frame_boxes(t))
-        boxes = self._frame_boxes(t).boxes
-        return np.concatenate([boxes, self._scores[t][i][:, None]], axis=1)
+        found = self._frame_boxes(t)
+        if (t, i) not in self._scores:
+            self._scores[t, i] = self._score(found, i)
+        return np.concatenate([found.boxes, self._scores[t, i][:, None]], axis=1)
 
     def class_scores(self, i: int) -> None:
         return None
@@ -248,7 +248,7 @@ class AppearanceReID:
                  if _box_iou(found.boxes[m], box) <= max_iou]
         self.distractors[i] += added
         del self.distractors[i][:-self.max_memory]
-        self._scores.clear()
+        self._scores = {key: row for key, row in self._scores.items() if key[1] != i}  # only i's scores changed
         return len(added)
 
     def _appearance(self, found: _Boxes, m: int, tpl: _Template) -> _Template:
@@ -320,18 +320,17 @@ class AppearanceReID:
         colour = np.sqrt(hists * ref.colour).sum(1)
         return (1 - self.colour_weight) * deep + self.colour_weight * colour
 
-    def _score(self, found: _Boxes) -> np.ndarray:
-        """(N, M) scores: the sigmoid of the best similarity to i's template or a kept view of i, 0 where a known
-        distractor of i is closer."""
-        out = np.zeros((len(self.templates), len(found.boxes)))
+    def _score(self, found: _Boxes, i: int) -> np.ndarray:
+        """(M,) scores for object i: the sigmoid of the best similarity to i's template or a kept view of i, 0 where
+        a known distractor of i is closer."""
         if len(found.boxes) == 0:
-            return out
-        for i, tpl in enumerate(self.templates):
-            hists = _colour_histograms(found.bins, tpl.colour_weights)  # views and distractors share i's mask
-            sim = np.max([self._match(found, ref, hists) for ref in [tpl, *self.views[i]]], axis=0)
-            out[i] = 1 / (1 + np.exp(-(sim - self.center) / self.width))
-            for neg in self.distractors[i]:
-                out[i][self._match(found, neg, hists) > sim] = 0.0
+            return np.zeros(0)
+        tpl = self.templates[i]
+        hists = _colour_histograms(found.bins, tpl.colour_weights)  # views and distractors share i's mask
+        sim = np.max([self._match(found, ref, hists) for ref in [tpl, *self.views[i]]], axis=0)
+        out = 1 / (1 + np.exp(-(sim - self.center) / self.width))
+        for neg in self.distractors[i]:
+            out[self._match(found, neg, hists) > sim] = 0.0
         return out
 
     def similarity(self, t: int, boxes: np.ndarray) -> np.ndarray:

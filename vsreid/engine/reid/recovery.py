@@ -51,54 +51,87 @@ class RecoveryLog:
     drifted: list[tuple[int, int]] = field(default_factory=list)
 
 
+class FrameViews:
+    """What the recovery loop reads of each frame: index labels (H, W), tight and robust (1st-99th percentile) boxes
+    (N, 4) and presence (N,), computed once per frame and again only after :meth:`invalidate` (the loop calls it for
+    the frames a round changes), so a round costs in proportion to the frames it touches, not to the sequence."""
+
+    def __init__(self, state: PropagationState):
+        self.state = state
+        self._labels: dict[int, np.ndarray] = {}
+        self._tight: dict[int, np.ndarray] = {}
+        self._robust: dict[int, np.ndarray] = {}
+        self.present = np.stack([self._presence(t) for t in range(state.num_frames)]).reshape(
+            state.num_frames, state.num_objects)
+
+    def invalidate(self, frames) -> None:
+        """Frames whose probabilities changed: forget their views and update their presence."""
+        for t in frames:
+            for cache in (self._labels, self._tight, self._robust):
+                cache.pop(t, None)
+            self.present[t] = self._presence(t)
+
+    def labels(self, t: int) -> np.ndarray:
+        if t not in self._labels:
+            self._labels[t] = self.state.index_labels(t)
+        return self._labels[t]
+
+    def tight(self, t: int) -> np.ndarray:
+        if t not in self._tight:
+            self._tight[t] = boxes_from_labels(self.labels(t), range(1, self.state.num_objects + 1), enlarge=0.0)
+        return self._tight[t]
+
+    def robust(self, t: int) -> np.ndarray:
+        if t not in self._robust:
+            self._robust[t] = boxes_from_labels(self.labels(t), range(1, self.state.num_objects + 1), enlarge=0.0,
+                                                ratio=0.99)
+        return self._robust[t]
+
+    def _presence(self, t: int) -> np.ndarray:
+        boxes = self.tight(t)
+        return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 1
+
+
 def appearance(state: PropagationState) -> np.ndarray:
     """(T, N) bool: object i is present in frame t (its tight box covers more than one pixel)."""
-    out = np.zeros((state.num_frames, state.num_objects), bool)
-    for t in range(state.num_frames):
-        boxes = boxes_from_labels(state.index_labels(t), range(1, state.num_objects + 1), enlarge=0.0)
-        out[t] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 1
-    return out
+    return FrameViews(state).present
 
 
-def _tight_boxes(state: PropagationState, t: int) -> np.ndarray:
-    """(N, 4) tight boxes of every object in frame t's labels (degenerate for absent objects)."""
-    return boxes_from_labels(state.index_labels(t), range(1, state.num_objects + 1), enlarge=0.0)
-
-
-def drop_drifted(state: PropagationState, is_drifted, frames, objects, log: RecoveryLog) -> None:
+def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLog) -> None:
     """Erase object i from frame t (probabilities 0, no anchor) where ``is_drifted(t, i, box)`` says its mask no
     longer shows it, for every t in ``frames`` that is not i's own anchor and i in ``objects``."""
+    state = views.state
     for t in frames:
-        boxes = _tight_boxes(state, t)
+        boxes, changed = views.tight(t), False
         for i in objects:
-            x1, y1, x2, y2 = boxes[i]
-            if (x2 - x1) * (y2 - y1) > 1 and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
+            if views.present[t, i] and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
                 state.probs[t, i] = 0
                 state.anchors[t, i] = NO_ANCHOR
                 log.drifted.append((t, i))
+                changed = True
+        if changed:
+            views.invalidate([t])
 
 
-def teach_distractors(state: PropagationState, learn, appear: np.ndarray, i: int, anchor: int, window: int) -> None:
+def teach_distractors(views: FrameViews, learn, i: int, anchor: int, window: int) -> None:
     """Show the provider (``learn(t, i, box)``) object i where it is tracked, in frames up to ``window`` from
     ``anchor`` (both ways), until the first frame each way where it is missing."""
     for step in (-1, 1):
-        for t in range(anchor, int(np.clip(anchor + step * (window + 1), -1, state.num_frames)), step):
-            if not appear[t, i]:
+        for t in range(anchor, int(np.clip(anchor + step * (window + 1), -1, views.state.num_frames)), step):
+            if not views.present[t, i]:
                 break
-            learn(t, i, tuple(_tight_boxes(state, t)[i]))
+            learn(t, i, tuple(views.tight(t)[i]))
 
 
-def _best_candidate(state: PropagationState, provider: ReIDProvider, appear: np.ndarray, targets: list[int],
-                    cfg: RecoveryConfig):
+def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int], cfg: RecoveryConfig):
     """The single best acceptable (frame, object, box, score) over all frames and targets, or None."""
     best, best_score = None, 0.0
+    state, appear = views.state, views.present
     n = state.num_objects
     for t in range(1, state.num_frames - 1):
         cands = {j: provider.candidates(t, j) for j in targets if appear[t, j] == 0}  # only missing ones matter
         if not any(len(c) for c in cands.values()):
             continue
-        labels = state.index_labels(t)
-        robust = boxes_from_labels(labels, range(1, n + 1), enlarge=0.0, ratio=0.99)
         for j in targets:
             c = cands.get(j)
             if c is None or len(c) == 0 or state.anchors[t, j] == t:
@@ -108,6 +141,7 @@ def _best_candidate(state: PropagationState, provider: ReIDProvider, appear: np.
             if score <= best_score or score <= cfg.score_threshold:
                 continue
             x1, y1, x2, y2 = c[r, :4].astype(int)
+            labels, robust = views.labels(t), views.robust(t)
             present = np.bincount(labels[max(y1, 0):y2 + 1, max(x1, 0):x2 + 1].ravel(), minlength=n + 1)[1:]
             if any(enclosing_iou((x1, y1, x2, y2), robust[o]) > cfg.occlusion_threshold
                    for o in np.flatnonzero(present)):
@@ -135,7 +169,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     cfg = config or RecoveryConfig()
     log = RecoveryLog()
     n, num_frames = state.num_objects, state.num_frames
-    appear = appearance(state)
+    views = FrameViews(state)
     passes = []
     scores = [provider.class_scores(i) for i in range(n)]
     if all(s is not None for s in scores):
@@ -145,33 +179,33 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     is_drifted = getattr(provider, "is_drifted", None)
     learn = getattr(provider, "observe", None)
     if is_drifted is not None:
-        drop_drifted(state, is_drifted, range(num_frames), range(n), log)
-        appear = appearance(state)
+        drop_drifted(views, is_drifted, range(num_frames), range(n), log)
     if learn is not None:
         for i in range(n):
             for a in np.flatnonzero(state.anchors[:, i] == np.arange(num_frames)):
-                teach_distractors(state, learn, appear, i, int(a), cfg.distractor_window)
+                teach_distractors(views, learn, i, int(a), cfg.distractor_window)
     for kind, targets in passes:
         if not targets:
             continue
         if set_pass is not None:
             set_pass(kind)
         while cfg.max_rounds is None or len(log.recoveries) < cfg.max_rounds:
-            found = _best_candidate(state, provider, appear, targets, cfg)
+            found = _best_candidate(views, provider, targets, cfg)
             if found is None:
                 break
             t, j, box, score = found
             state.anchors[t, j] = t
             propagator.reinitialize(source, state, t, j, box)
-            earlier = np.flatnonzero(appear[:t, j])
-            propagator.predict(source, state, t - 1, int(earlier[-1]) if earlier.size else 0, -1, [j])
-            later = np.flatnonzero(appear[t + 1:, j])
+            earlier = np.flatnonzero(views.present[:t, j])
+            start = int(earlier[-1]) if earlier.size else 0
+            propagator.predict(source, state, t - 1, start, -1, [j])
+            later = np.flatnonzero(views.present[t + 1:, j])
             stop = t + 1 + int(later[0]) if later.size else num_frames
             propagator.predict(source, state, t + 1, stop, 1, [j])
+            views.invalidate(range(start, stop))  # the predicted frames and, with overlapping neighbours, theirs
             if is_drifted is not None:
-                drop_drifted(state, is_drifted, range(int(earlier[-1]) + 1 if earlier.size else 0, stop), [j], log)
-            appear = appearance(state)
+                drop_drifted(views, is_drifted, range(int(earlier[-1]) + 1 if earlier.size else 0, stop), [j], log)
             if learn is not None:
-                teach_distractors(state, learn, appear, j, t, cfg.distractor_window)
+                teach_distractors(views, learn, j, t, cfg.distractor_window)
             log.recoveries.append(Recovery(t, j, box, score, kind))
     return log
