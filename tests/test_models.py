@@ -13,6 +13,7 @@ from torch import nn
 from vsreid.models import (
     BACKBONES,
     MP2S,
+    GuidedFilter,
     efficientnet_lite0,
     imagenet_weights_path,
     mp2s_param_groups,
@@ -208,3 +209,39 @@ def test_boundary_band_leaves_the_prior_alone_away_from_its_boundary():
     assert not torch.allclose(logits[0][:, ~far], skip_only[0][:, ~far])
     with pytest.raises(ValueError, match="prior_skip"):
         MP2S(backbone="efficientnet_lite0", boundary_band=4)
+
+
+def test_guided_filter_moves_a_shifted_mask_boundary_onto_the_colour_edge():
+    guide = torch.zeros(1, 3, 64, 64)
+    guide[..., 32:] = 1.0  # a vertical colour edge between columns 31 and 32
+    guide += 0.02 * torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    truth = torch.zeros(1, 1, 64, 64)
+    truth[..., 32:] = 1
+    shifted = torch.zeros(1, 1, 64, 64)
+    shifted[..., 29:] = 1  # the warped mask: 3 px off the edge
+    filtered = GuidedFilter(radius=8, eps=1e-3)(guide, shifted) > 0.5
+    assert (filtered != (truth > 0.5)).sum() < 0.1 * (shifted != truth).sum()
+    flat = torch.full((1, 3, 64, 64), 0.5)  # no edge to follow: the filter is a plain box blur, the edge stays
+    kept = GuidedFilter(radius=6, eps=1e-3)(flat, shifted) > 0.5
+    assert torch.equal(kept[..., 8:-8, :], (shifted > 0.5)[..., 8:-8, :])
+    with pytest.raises(ValueError, match="radius"):
+        GuidedFilter(radius=0)
+
+
+def test_guided_output_layer_is_differentiable_and_adds_no_weights():
+    torch.manual_seed(0)
+    config = dict(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True)
+    guided, plain = MP2S(**config, guided_radius=3), MP2S(**config)
+    assert guided.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(guided.state_dict())
+    image, flow, prior = _inputs(2, 65)
+    guided.eval(), plain.eval()
+    with torch.no_grad():
+        fg = torch.softmax(plain(image, flow, prior), 1)[:, 1:]
+        expected = GuidedFilter(3, guided.guided.eps)(image / 255, fg).clamp(1e-4, 1 - 1e-4)
+        torch.testing.assert_close(torch.softmax(guided(image, flow, prior), 1)[:, 1:], expected)
+    guided.train()
+    guided(image, flow, prior)[:, 1].sum().backward()
+    assert guided.prior_skip.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="num_classes"):
+        MP2S(**config, guided_radius=3, num_classes=3)

@@ -43,7 +43,7 @@ def load_network_weights(net: nn.Module, path: str | Path) -> None:
 
 #: MP2S arguments recorded in exported weights files and Lightning checkpoints.
 NETWORK_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "boundary_band",
-                "bn_momentum", "dropout")
+                "guided_radius", "guided_eps", "bn_momentum", "dropout")
 
 
 def load_network(path: str | Path) -> MP2S:

@@ -27,7 +27,7 @@ class VSReIDModule(LightningModule):
 
     Args:
         backbone, output_stride, aspp_channels, pretrained, bn_momentum, dropout, prior_skip, refine_channels,
-            boundary_band: the network (see :class:`MP2S`).
+            boundary_band, guided_radius, guided_eps: the network (see :class:`MP2S`).
         init_from: weights to start from: a Lightning checkpoint of this module or an original ``MP2S.pth.tar``.
         optimizer: ``"sgd"`` (momentum 0.9, the original's policy) or ``"adamw"``; conv biases get 2x lr, no decay.
         lr, weight_decay, poly_power: base learning rate and the poly schedule ``lr * (1 - step/total)^power``.
@@ -49,6 +49,8 @@ class VSReIDModule(LightningModule):
         prior_skip: bool = True,
         refine_channels: int = 0,
         boundary_band: int = 0,
+        guided_radius: int = 0,
+        guided_eps: float = 1e-4,
         init_from: str | None = None,
         optimizer: str = "adamw",
         lr: float = 1e-3,
@@ -62,7 +64,7 @@ class VSReIDModule(LightningModule):
         lost_ratio: float = 10.0,
         max_flow_error: float = 100.0,
         refine_iterations: int = 5,
-        predict_batch_size: int = 8,
+        predict_batch_size: int = 4,
         finetune_steps: int = 0,
         finetune_lr: float = 1e-4,
         finetune_crop_size: int = 257,
@@ -74,7 +76,7 @@ class VSReIDModule(LightningModule):
         self.net = MP2S(backbone=backbone, output_stride=output_stride, aspp_channels=aspp_channels,
                         pretrained=pretrained and init_from is None, bn_momentum=bn_momentum, dropout=dropout,
                         prior_skip=prior_skip, refine_channels=refine_channels,
-                        boundary_band=boundary_band)
+                        boundary_band=boundary_band, guided_radius=guided_radius, guided_eps=guided_eps)
         if init_from:
             load_network_weights(self.net, init_from)
         set_bn_frozen(self.net, freeze_bn)

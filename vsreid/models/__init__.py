@@ -2,6 +2,7 @@
 
 from .aspp import ASPP
 from .efficientnet_lite import EfficientNetLite0, efficientnet_lite0, imagenet_weights_path, load_imagenet_weights
+from .guided import GuidedFilter
 from .mp2s import BACKBONES, MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 from .sense_resnet import SenseResNet, sense_resnet
 
@@ -9,6 +10,7 @@ __all__ = [
     "ASPP",
     "BACKBONES",
     "EfficientNetLite0",
+    "GuidedFilter",
     "MP2S",
     "SenseResNet",
     "efficientnet_lite0",

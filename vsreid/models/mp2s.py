@@ -21,6 +21,7 @@ from torch import nn
 
 from .aspp import ASPP
 from .efficientnet_lite import efficientnet_lite0
+from .guided import GuidedFilter
 from .refine import BoundaryRefiner
 from .sense_resnet import sense_resnet
 
@@ -70,6 +71,9 @@ class MP2S(nn.Module):
     a band of that radius (input pixels) around the prior's boundary: the gate is ``clamp(8 b (1 - b), 0, 1)`` of
     the prior box-blurred over ``2 * boundary_band + 1`` pixels, so far inside and far outside the prior stay as they
     are. It keeps a network trained on few sequences from punching holes into objects whose colours it has not seen.
+    ``guided_radius`` > 0 (not in the paper; 2 classes only) ends the network with a :class:`GuidedFilter` of its
+    foreground probability under the image (window radius in input pixels, regularisation ``guided_eps``), which
+    moves boundaries onto colour edges; the logits returned are then ``(0, logit(q))`` of the filtered probability q.
     """
 
     def __init__(
@@ -85,6 +89,8 @@ class MP2S(nn.Module):
         prior_skip: bool = False,
         refine_channels: int = 0,
         boundary_band: int = 0,
+        guided_radius: int = 0,
+        guided_eps: float = 1e-4,
     ):
         super().__init__()
         if backbone not in BACKBONES:
@@ -94,6 +100,8 @@ class MP2S(nn.Module):
         if boundary_band and not prior_skip:
             raise ValueError(f"boundary_band={boundary_band} needs prior_skip=True (outside the band only the prior "
                              "skip is left)")
+        if guided_radius and num_classes != 2:
+            raise ValueError(f"guided_radius={guided_radius} needs num_classes=2, got {num_classes}")
         if refine_channels and backbone != "efficientnet_lite0":
             raise ValueError(f"refine_channels={refine_channels}: the boundary refiner needs efficientnet_lite0")
         # Registration order = the original's, so that even the state_dict key order matches.
@@ -125,6 +133,7 @@ class MP2S(nn.Module):
         self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.boundary_band = boundary_band
+        self.guided = GuidedFilter(guided_radius, guided_eps) if guided_radius else None
         self.bn_frozen = False
 
     def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -142,7 +151,14 @@ class MP2S(nn.Module):
             logits = logits * self.band_gate(prior)
         if self.prior_skip is not None:
             logits = logits + self.prior_skip(2.0 * prior - 1.0)
+        if self.guided is not None:
+            logits = self._guided_logits(image, logits)
         return logits
+
+    def _guided_logits(self, image: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        """Logits ``(0, logit(q))`` [N,2,H,W] of the foreground probability guided-filtered under the image."""
+        q = self.guided(image / 255.0, torch.softmax(logits.float(), 1)[:, 1:]).clamp(1e-4, 1 - 1e-4)
+        return torch.cat([torch.zeros_like(q), torch.log(q) - torch.log1p(-q)], 1)
 
     def band_gate(self, prior: torch.Tensor) -> torch.Tensor:
         """``[N,1,H,W]`` in [0, 1]: 1 near the prior's boundary, 0 beyond ``boundary_band`` pixels from it."""
