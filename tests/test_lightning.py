@@ -127,7 +127,7 @@ def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
     from vsreid.lightning.module import VSReIDModule
 
     torch.manual_seed(0)
-    module = VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3}).eval()
+    module = VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 2}).eval()
     ckpt = tmp_path / "tiny.ckpt"
     torch.save({"state_dict": {f"net.{k}": v for k, v in module.net.state_dict().items()},
                 "hyper_parameters": dict(module.hparams)}, ckpt)
@@ -137,9 +137,14 @@ def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
         expected = module.net(*inputs)
         for path, tol in ((ckpt, 1e-6), (exported, 0.05)):  # the exported file is half precision
             net = load_network(path)
-            assert (net.refiner is not None, net.boundary_band, net.training) == (True, 3, False)
+            assert (net.refiner is not None, net.boundary_band, net.guided.radius, net.training) == (True, 3, 2, False)
             torch.testing.assert_close(net(*inputs), expected, atol=tol, rtol=tol)
     bare = tmp_path / "bare.pt"
     torch.save({"state_dict": module.net.state_dict()}, bare)
     with pytest.raises(ValueError, match="bare.pt: no network configuration"):
         load_network(bare)
+    # the weights also fit a network without the guided filter, but it would compute something else: refused
+    with pytest.raises(ValueError, match=r"tiny.pt: recorded with guided_radius=2 \(here 0\)"):
+        VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "init_from": str(exported)})
+    VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 2,
+                    "init_from": str(exported)})

@@ -46,6 +46,32 @@ NETWORK_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "ref
                 "guided_radius", "guided_eps", "bn_momentum", "dropout")
 
 
+#: The NETWORK_KEYS that change what a network with the same weights computes (the rest only affect training).
+FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "boundary_band",
+                 "guided_radius", "guided_eps")
+
+
+def recorded_network_config(path: str | Path) -> dict | None:
+    """The MP2S arguments recorded in an exported weights file or a Lightning checkpoint; None when absent."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: checkpoint not found")
+    ckpt = load_checkpoint_file(path)
+    config = (ckpt.get("network") or ckpt.get("hyper_parameters")) if isinstance(ckpt, dict) else None
+    return {k: config[k] for k in NETWORK_KEYS if k in config} if config else None
+
+
+def check_network_config(path: str | Path, config: dict) -> None:
+    """Raise ``ValueError`` naming the file when the network recorded in ``path`` computes something else than one
+    built from ``config`` would (e.g. a model trained with a guided-filter layer loaded into a network without it:
+    the weights fit, the outputs do not)."""
+    recorded = recorded_network_config(path) or {}
+    differ = [f"{k}={recorded[k]!r} (here {config.get(k)!r})" for k in FUNCTION_KEYS
+              if k in recorded and config.get(k) != recorded[k]]
+    if differ:
+        raise ValueError(f"{path}: recorded with {', '.join(differ)}; set the same network arguments")
+
+
 def load_network(path: str | Path) -> MP2S:
     """The MP2S stored in ``path``, built from the configuration recorded with it, in eval mode.
 
@@ -53,14 +79,10 @@ def load_network(path: str | Path) -> MP2S:
     ``network``) and Lightning checkpoints of ``VSReIDModule`` (``hyper_parameters``). Raises ``ValueError`` naming the
     file when neither is recorded (for an original ``MP2S.pth.tar`` use ``MP2S.from_original``).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: checkpoint not found")
-    ckpt = load_checkpoint_file(path)
-    config = ckpt.get("network") or ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    config = recorded_network_config(path)
     if not config:
         raise ValueError(f"{path}: no network configuration recorded (expected an exported weights file or a "
                          "Lightning checkpoint of VSReIDModule)")
-    net = MP2S(**{k: config[k] for k in NETWORK_KEYS if k in config}, pretrained=False)
+    net = MP2S(**config, pretrained=False)
     load_network_weights(net, path)
     return net.eval()
