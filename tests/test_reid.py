@@ -226,6 +226,8 @@ def test_recovery_terminates_when_a_provider_always_answers(tmp_path):
     pairs = [(r.frame, r.object_index) for r in log.recoveries]
     assert len(pairs) == len(set(pairs)) == (t - 2) * n <= t * n
     assert all(state.anchors[f, i] == f for f, i in pairs)
+    source, propagator, state, first = _start(_tiny_root(tmp_path / "capped"), erase)
+    assert len(recover(propagator, source, state, provider, RecoveryConfig(max_rounds=3)).recoveries) == 3
 
 
 # ------------------------------------------------------------------------ (d') drift and observed views

@@ -33,17 +33,19 @@ class ReIDRecovery(Callback):
             ObjectSearch / Class pickles under the DAVIS root, for the split given by ``split``).
         split: the split name of the original pickles (their frame counter runs over the whole split).
         score_threshold, occlusion_threshold: the original's 0.5 and 0.3.
+        max_rounds: cap on accepted re-identifications per sequence (None: until no candidate qualifies).
         enabled: switch recovery off without removing the callback (``--reid false``).
     """
 
     def __init__(self, provider: str = "appearance", split: str | None = None, score_threshold: float = 0.5,
-                 occlusion_threshold: float = 0.3, enabled: bool = True):
+                 occlusion_threshold: float = 0.3, max_rounds: int | None = None, enabled: bool = True):
         if provider not in ("appearance", "original"):
             raise ValueError(f"provider must be 'appearance' or 'original', got {provider!r}")
         if provider == "original" and not split:
             raise ValueError("provider 'original' needs split=<set name> (the pickles are indexed over a split)")
         self.provider, self.split, self.enabled = provider, split, enabled
-        self.config = RecoveryConfig(score_threshold=score_threshold, occlusion_threshold=occlusion_threshold)
+        self.config = RecoveryConfig(score_threshold=score_threshold, occlusion_threshold=occlusion_threshold,
+                                     max_rounds=max_rounds)
         self._providers: dict[str, Any] = {}
 
     def _make_provider(self, prediction: SequencePrediction, device: torch.device):
