@@ -128,9 +128,11 @@ def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
 
     torch.manual_seed(0)
     module = VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 2}).eval()
+    def ckpt_state(m):
+        return {f"net.{k}": v for k, v in m.net.state_dict().items()}
+
     ckpt = tmp_path / "tiny.ckpt"
-    torch.save({"state_dict": {f"net.{k}": v for k, v in module.net.state_dict().items()},
-                "hyper_parameters": dict(module.hparams)}, ckpt)
+    torch.save({"state_dict": ckpt_state(module), "hyper_parameters": dict(module.hparams)}, ckpt)
     exported = export(ckpt, tmp_path / "tiny.pt")
     inputs = (torch.rand(2, 3, 65, 65) * 255, torch.randn(2, 2, 65, 65), torch.rand(2, 1, 65, 65).round())
     with torch.no_grad():
@@ -148,3 +150,7 @@ def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
         VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "init_from": str(exported)})
     VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 2,
                     "init_from": str(exported)})
+    plain = tmp_path / "plain.ckpt"  # trained without the filter: switching it on is allowed
+    torch.save({"state_dict": ckpt_state(module), "hyper_parameters": {**module.hparams, "guided_radius": 0}}, plain)
+    VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 2,
+                    "init_from": str(plain)})

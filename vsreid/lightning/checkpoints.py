@@ -62,12 +62,13 @@ def recorded_network_config(path: str | Path) -> dict | None:
 
 
 def check_network_config(path: str | Path, config: dict) -> None:
-    """Raise ``ValueError`` naming the file when the network recorded in ``path`` computes something else than one
-    built from ``config`` would (e.g. a model trained with a guided-filter layer loaded into a network without it:
-    the weights fit, the outputs do not)."""
+    """Raise ``ValueError`` naming the file when the network recorded in ``path`` used a setting of
+    :data:`FUNCTION_KEYS` that ``config`` changes (e.g. a model trained with a guided-filter layer loaded into a
+    network without it: the weights fit, the outputs do not). Settings recorded as off (0, False) may be switched
+    on: that is a deliberate change, e.g. the guided filter on a model trained without it."""
     recorded = recorded_network_config(path) or {}
     differ = [f"{k}={recorded[k]!r} (here {config.get(k)!r})" for k in FUNCTION_KEYS
-              if k in recorded and config.get(k) != recorded[k]]
+              if recorded.get(k) and config.get(k) != recorded[k]]
     if differ:
         raise ValueError(f"{path}: recorded with {', '.join(differ)}; set the same network arguments")
 
