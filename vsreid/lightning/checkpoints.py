@@ -41,14 +41,11 @@ def load_network_weights(net: nn.Module, path: str | Path) -> None:
         raise ValueError(f"{path}: weights do not fit this network configuration ({detail})") from None
 
 
-#: MP2S arguments recorded in exported weights files and Lightning checkpoints.
-NETWORK_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "boundary_band",
-                "guided_radius", "guided_eps", "bn_momentum", "dropout")
-
-
-#: The NETWORK_KEYS that change what a network with the same weights computes (the rest only affect training).
+#: MP2S arguments that change what a network with given weights computes.
 FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "boundary_band",
                  "guided_radius", "guided_eps")
+#: MP2S arguments recorded in exported weights files and Lightning checkpoints (the last two only affect training).
+NETWORK_KEYS = FUNCTION_KEYS + ("bn_momentum", "dropout")
 
 
 def recorded_network_config(path: str | Path) -> dict | None:

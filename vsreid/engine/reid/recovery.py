@@ -204,7 +204,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             propagator.predict(source, state, t + 1, stop, 1, [j])
             views.invalidate(range(start, stop))  # the predicted frames and, with overlapping neighbours, theirs
             if is_drifted is not None:
-                drop_drifted(views, is_drifted, range(int(earlier[-1]) + 1 if earlier.size else 0, stop), [j], log)
+                drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log)
             if learn is not None:
                 teach_distractors(views, learn, j, t, cfg.distractor_window)
             log.recoveries.append(Recovery(t, j, box, score, kind))
