@@ -19,16 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export(checkpoint: Path, output: Path, half: bool = True) -> Path:
-    from vsreid.lightning.checkpoints import NETWORK_KEYS, read_network_state
-    from vsreid.models.mp2s import load_checkpoint_file
+    from vsreid.lightning.checkpoints import read_network
 
-    state = read_network_state(checkpoint)
+    state, network = read_network(checkpoint)
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    hparams = load_checkpoint_file(checkpoint).get("hyper_parameters", {})
-    network = {k: hparams[k] for k in NETWORK_KEYS if k in hparams}
     with atomic_path(output) as tmp:
-        torch.save({"state_dict": state, "network": network, "source": checkpoint.name}, tmp)
+        torch.save({"state_dict": state, "network": network or {}, "source": checkpoint.name}, tmp)
     return output
 
 

@@ -11,8 +11,9 @@ from vsreid.models.mp2s import MP2S, load_checkpoint_file
 PREFIX = "net."
 
 
-def read_network_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The MP2S state dict stored in ``path``: a Lightning checkpoint (keys ``net.*``) or an original checkpoint."""
+def read_network(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """One load of ``path`` (a Lightning checkpoint with keys ``net.*``, an exported weights file or an original
+    checkpoint): its MP2S state dict and the MP2S arguments recorded with it (None when absent)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found")
@@ -23,12 +24,29 @@ def read_network_state(path: str | Path) -> dict[str, torch.Tensor]:
                          "'state_dict')")
     if any(k.startswith(PREFIX) for k in state):
         state = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
-    return state
+    config = ckpt.get("network") or ckpt.get("hyper_parameters")
+    return state, ({k: config[k] for k in NETWORK_KEYS if k in config} if config else None)
 
 
-def load_network_weights(net: nn.Module, path: str | Path) -> None:
-    """Load ``path`` into ``net`` strictly (back-filling only ``num_batches_tracked``); errors name the file."""
-    state = read_network_state(path)
+def load_network_weights(net: nn.Module, path: str | Path, config: dict | None = None) -> None:
+    """Load ``path`` into ``net`` strictly (back-filling only ``num_batches_tracked``); errors name the file.
+
+    With ``config`` (the arguments ``net`` was built from), first raise ``ValueError`` when the network recorded in
+    ``path`` used a setting of :data:`FUNCTION_KEYS` that ``config`` changes (e.g. a model trained with a
+    guided-filter layer loaded into a network without it: the weights fit, the outputs do not). Settings recorded as
+    off (0, False) may be switched on: that is a deliberate change, e.g. the guided filter on a model trained without
+    it. Original checkpoints record no arguments: nothing to check.
+    """
+    state, recorded = read_network(path)
+    if config is not None:
+        differ = [f"{k}={recorded[k]!r} (here {config.get(k)!r})" for k in FUNCTION_KEYS
+                  if (recorded or {}).get(k) and config.get(k) != recorded[k]]
+        if differ:
+            raise ValueError(f"{path}: recorded with {', '.join(differ)}; set the same network arguments")
+    _load_state(net, state, path)
+
+
+def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
     expected = net.state_dict()
     for key, value in expected.items():
         if key.endswith("num_batches_tracked") and key not in state:
@@ -48,28 +66,6 @@ FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "re
 NETWORK_KEYS = FUNCTION_KEYS + ("bn_momentum", "dropout")
 
 
-def recorded_network_config(path: str | Path) -> dict | None:
-    """The MP2S arguments recorded in an exported weights file or a Lightning checkpoint; None when absent."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: checkpoint not found")
-    ckpt = load_checkpoint_file(path)
-    config = (ckpt.get("network") or ckpt.get("hyper_parameters")) if isinstance(ckpt, dict) else None
-    return {k: config[k] for k in NETWORK_KEYS if k in config} if config else None
-
-
-def check_network_config(path: str | Path, config: dict) -> None:
-    """Raise ``ValueError`` naming the file when the network recorded in ``path`` used a setting of
-    :data:`FUNCTION_KEYS` that ``config`` changes (e.g. a model trained with a guided-filter layer loaded into a
-    network without it: the weights fit, the outputs do not). Settings recorded as off (0, False) may be switched
-    on: that is a deliberate change, e.g. the guided filter on a model trained without it."""
-    recorded = recorded_network_config(path) or {}
-    differ = [f"{k}={recorded[k]!r} (here {config.get(k)!r})" for k in FUNCTION_KEYS
-              if recorded.get(k) and config.get(k) != recorded[k]]
-    if differ:
-        raise ValueError(f"{path}: recorded with {', '.join(differ)}; set the same network arguments")
-
-
 def load_network(path: str | Path) -> MP2S:
     """The MP2S stored in ``path``, built from the configuration recorded with it, in eval mode.
 
@@ -77,10 +73,10 @@ def load_network(path: str | Path) -> MP2S:
     ``network``) and Lightning checkpoints of ``VSReIDModule`` (``hyper_parameters``). Raises ``ValueError`` naming the
     file when neither is recorded (for an original ``MP2S.pth.tar`` use ``MP2S.from_original``).
     """
-    config = recorded_network_config(path)
+    state, config = read_network(path)
     if not config:
         raise ValueError(f"{path}: no network configuration recorded (expected an exported weights file or a "
                          "Lightning checkpoint of VSReIDModule)")
     net = MP2S(**config, pretrained=False)
-    load_network_weights(net, path)
+    _load_state(net, state, path)
     return net.eval()

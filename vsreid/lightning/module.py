@@ -16,7 +16,7 @@ from vsreid.engine.predictor import PatchPredictor
 from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 
-from .checkpoints import check_network_config, load_network_weights
+from .checkpoints import load_network_weights
 from .visuals import log_grid
 
 IGNORE = 255
@@ -78,8 +78,7 @@ class VSReIDModule(LightningModule):
                         prior_skip=prior_skip, refine_channels=refine_channels,
                         boundary_band=boundary_band, guided_radius=guided_radius, guided_eps=guided_eps)
         if init_from:
-            check_network_config(init_from, self.hparams)  # original checkpoints record none: nothing to check
-            load_network_weights(self.net, init_from)
+            load_network_weights(self.net, init_from, config=self.hparams)
         set_bn_frozen(self.net, freeze_bn)
         self._val_iou: list[float] = []
         self._val_baseline: list[float] = []
