@@ -8,6 +8,12 @@ from torch import nn
 from vsreid.models.mp2s import rgb_to_mp2s
 
 
+def mirrored(image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor):
+    """The horizontally mirrored crops ``[N,C,S,S]``: image and prior flipped, flow flipped with u negated."""
+    flow = flow.flip(3)
+    return image.flip(3), torch.cat([-flow[:, :1], flow[:, 1:]], 1), prior.flip(3)
+
+
 class PatchPredictor:
     """Foreground probabilities for crops of (image, flow, prior).
 
@@ -49,11 +55,7 @@ class PatchPredictor:
         prior = torch.from_numpy(np.ascontiguousarray(priors, np.float32)).to(dev)[:, None]
         n = image.shape[0]
         if self.flip:
-            mirrored_flow = flow.flip(3)
-            mirrored_flow = torch.cat([-mirrored_flow[:, :1], mirrored_flow[:, 1:]], 1)
-            image = torch.cat([image, image.flip(3)])
-            flow = torch.cat([flow, mirrored_flow])
-            prior = torch.cat([prior, prior.flip(3)])
+            image, flow, prior = (torch.cat(pair) for pair in zip((image, flow, prior), mirrored(image, flow, prior)))
         fg = torch.softmax(self.net(image, flow, prior).float(), dim=1)[:, 1]
         if self.flip:
             fg = (fg[:n] + fg[n:].flip(2)) / 2

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 
 from vsreid.data.crops import paste_back
-from vsreid.engine.predictor import PatchPredictor
+from vsreid.engine.predictor import PatchPredictor, mirrored
 from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 
@@ -27,7 +27,7 @@ class VSReIDModule(LightningModule):
 
     Args:
         backbone, output_stride, aspp_channels, pretrained, bn_momentum, dropout, prior_skip, refine_channels,
-            boundary_band, guided_radius, guided_eps: the network (see :class:`MP2S`).
+            boundary_band, guided_radius, guided_eps, guided_in_training, refine_flow: the network (see :class:`MP2S`).
         init_from: weights to start from: a Lightning checkpoint of this module or an original ``MP2S.pth.tar``.
         optimizer: ``"sgd"`` (momentum 0.9, the original's policy) or ``"adamw"``; conv biases get 2x lr, no decay.
         lr, weight_decay, poly_power: base learning rate and the poly schedule ``lr * (1 - step/total)^power``.
@@ -51,6 +51,8 @@ class VSReIDModule(LightningModule):
         boundary_band: int = 0,
         guided_radius: int = 0,
         guided_eps: float = 1e-4,
+        guided_in_training: bool = True,
+        refine_flow: bool = False,
         init_from: str | None = None,
         optimizer: str = "adamw",
         lr: float = 1e-3,
@@ -76,7 +78,8 @@ class VSReIDModule(LightningModule):
         self.net = MP2S(backbone=backbone, output_stride=output_stride, aspp_channels=aspp_channels,
                         pretrained=pretrained and init_from is None, bn_momentum=bn_momentum, dropout=dropout,
                         prior_skip=prior_skip, refine_channels=refine_channels,
-                        boundary_band=boundary_band, guided_radius=guided_radius, guided_eps=guided_eps)
+                        boundary_band=boundary_band, guided_radius=guided_radius, guided_eps=guided_eps,
+                        guided_in_training=guided_in_training, refine_flow=refine_flow)
         if init_from:
             load_network_weights(self.net, init_from, config=self.hparams)
         set_bn_frozen(self.net, freeze_bn)
@@ -134,12 +137,17 @@ class VSReIDModule(LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """One-step propagation from the ground truth: full-frame IoU of the network vs. copying the warped prior.
 
-        Runs in float32 even under mixed-precision training: it measures the network as ``predict`` runs it.
+        Measures the network as ``predict`` runs it: in float32 even under mixed-precision training, and averaged with
+        the mirrored pass when ``flip`` is set.
         """
         with torch.autocast(self.device.type, enabled=False):
             loss, logits = self._loss(batch)
+            fg = torch.softmax(logits.float(), 1)[:, 1]
+            if self.hparams.flip:
+                fg = (fg + torch.softmax(self(*mirrored(batch["image"], batch["flow"], batch["prior"])).float(),
+                                         1)[:, 1].flip(2)) / 2
         self.log("val/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
-        fg = torch.softmax(logits.float(), 1)[:, 1].cpu().numpy()
+        fg = fg.cpu().numpy()
         for k in range(fg.shape[0]):
             gt = batch["target_full"][k].cpu().numpy()
             x1, y1, x2, y2 = batch["box"][k].tolist()
