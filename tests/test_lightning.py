@@ -154,3 +154,39 @@ def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
     torch.save({"state_dict": ckpt_state(module), "hyper_parameters": {**module.hparams, "guided_radius": 0}}, plain)
     VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 2,
                     "init_from": str(plain)})
+
+
+def test_validation_measures_the_network_as_predict_runs_it(synth):
+    """One-step val/iou: the flip-averaged network (as PatchPredictor runs it) pasted back into the frame."""
+    import numpy as np
+    import torch
+    from torch.utils.data import default_collate
+
+    from vsreid.data.crops import paste_back
+    from vsreid.data.flow import DISFlow, FlowCache
+    from vsreid.data.samples import EvalPairs
+    from vsreid.engine.predictor import PatchPredictor
+    from vsreid.lightning.module import VSReIDModule, _iou
+
+    root, names = synth
+    davis = DavisRoot(root)
+    pairs = EvalPairs(davis, names[3:4], FlowCache(davis, DISFlow("ultrafast")), size=65, frame_step=8)
+    items = [pairs[k] for k in range(len(pairs))]
+    torch.manual_seed(0)
+    module = VSReIDModule(**{**TINY_MODEL, "refine_channels": 8}).eval()
+    with torch.no_grad():
+        module.net.prior_skip.weight.zero_()  # a network whose output is not mirror-symmetric: its own random
+        module.net.refiner.correction.weight.normal_(0, 5)  # decisions, not the prior's
+        module.validation_step(default_collate(items), 0)
+    fg = PatchPredictor(module.net, flip=True)(np.stack([(it["image"].transpose(1, 2, 0) * 255) for it in items]),
+                                               np.stack([it["flow"].transpose(1, 2, 0) for it in items]),
+                                               np.stack([it["prior"][0] for it in items]))
+    expected = [_iou(paste_back(f, tuple(it["box"]), it["target_full"].shape) > 0.5, it["target_full"])
+                for f, it in zip(fg, items)]
+    unflipped = PatchPredictor(module.net, flip=False)(
+        np.stack([(it["image"].transpose(1, 2, 0) * 255) for it in items]),
+        np.stack([it["flow"].transpose(1, 2, 0) for it in items]), np.stack([it["prior"][0] for it in items]))
+    plain = [_iou(paste_back(f, tuple(it["box"]), it["target_full"].shape) > 0.5, it["target_full"])
+             for f, it in zip(unflipped, items)]
+    assert not np.allclose(plain, expected)  # the flip matters for this network, so the check below can fail
+    np.testing.assert_allclose(module._val_iou, expected, atol=1e-6)

@@ -60,10 +60,10 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path
 
 
 #: MP2S arguments that change what a network with given weights computes.
-FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "boundary_band",
-                 "guided_radius", "guided_eps")
-#: MP2S arguments recorded in exported weights files and Lightning checkpoints (the last two only affect training).
-NETWORK_KEYS = FUNCTION_KEYS + ("bn_momentum", "dropout")
+FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "refine_flow",
+                 "boundary_band", "guided_radius", "guided_eps")
+#: MP2S arguments recorded in exported weights files and Lightning checkpoints (the others only affect training).
+NETWORK_KEYS = FUNCTION_KEYS + ("bn_momentum", "dropout", "guided_in_training")
 
 
 def load_network(path: str | Path) -> MP2S:
