@@ -36,12 +36,14 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_reid")
     parser.add_argument("--sequences", type=int, default=8)
     parser.add_argument("--seed", type=int, default=100)
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "davis_lite.yaml",
+                        help="predict config to measure (default: the shipped model's)")
     args = parser.parse_args()
     root, results = args.out / "synthetic", args.out / "results"
     start = time.time()
     if not (root / "ImageSets").is_dir():
         run(["synth", "--out", str(root), "--sequences", str(args.sequences), "--seed", str(args.seed)])
-    run(["predict", "-c", str(REPO / "configs" / "davis_lite.yaml"), "--data.root", str(root),
+    run(["predict", "-c", str(args.config), "--data.root", str(root),
          "--data.flow_dir", str(args.out / "flow"), "--output", str(results),
          "--trainer.logger.init_args.save_dir", str(args.out / "tensorboard")])
     draft = evaluate_results(DavisRoot(root), results / "draft", progress=False)

@@ -34,6 +34,8 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=shared / "davis2016-val-subset")
     parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_val")
     parser.add_argument("--finetune-steps", type=int, default=30)
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "davis_lite.yaml",
+                        help="predict config to measure (default: the shipped model's)")
     args = parser.parse_args()
     if not args.root.is_dir():
         print(f"skipped: {args.root} not found (set VSREID_SHARED_DATA)")
@@ -43,7 +45,7 @@ def main() -> int:
     for name, steps in runs.items():
         out = args.out / f"finetune{steps}"
         start = time.time()
-        code = vsreid(["predict", "-c", str(REPO / "configs" / "davis_lite.yaml"), "--data.root", str(args.root),
+        code = vsreid(["predict", "-c", str(args.config), "--data.root", str(args.root),
                        "--data.flow_dir", str(args.out / "flow"), "--output", str(out), "--finetune_steps",
                        str(steps), "--trainer.logger.init_args.save_dir", str(args.out / "tensorboard")])
         if code:
