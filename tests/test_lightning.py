@@ -42,7 +42,7 @@ def test_fit_logs_scalars_and_images_to_tensorboard(synth, tmp_path):
         "seed_everything": 0,
         "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "log_every_n_steps": 1,
                     "val_check_interval": 2, "enable_model_summary": False, "default_root_dir": str(tmp_path)},
-        "model": {**TINY_MODEL, "image_log_every_n_steps": 2, "lr": 1e-3},
+        "model": {**TINY_MODEL, "image_log_every_n_steps": 2, "lr": 1e-3, "lovasz_weight": 0.5},
         "data": {"class_path": "vsreid.lightning.data.PretrainDataModule",
                  "init_args": {"train_roots": [str(root)], "train_sequences": names[:3], "val_root": str(root),
                                "val_sequences": names[3:4], "val_frame_step": 8, "crop_size": 65, "batch_size": 2,

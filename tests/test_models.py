@@ -282,3 +282,22 @@ def test_refine_flow_feeds_motion_boundaries_to_the_refiner():
     assert MP2S(**config, refine_flow=True).refiner.low4[0].in_channels == 24 + 24
     with pytest.raises(ValueError, match="refine_flow"):
         MP2S(backbone="efficientnet_lite0", refine_flow=True)
+
+
+def test_lovasz_iou_loss_is_one_minus_iou_on_hard_masks_and_ignores_void():
+    from vsreid.models.losses import lovasz_iou_loss
+
+    target = torch.zeros(2, 8, 8, dtype=torch.long)
+    target[:, 2:6, 2:6] = 1
+    half, over = torch.zeros(8, 8), torch.zeros(8, 8)
+    half[2:6, 2:4] = 1  # IoU 8/16
+    over[0:6, 2:6] = 1  # IoU 16/24
+    torch.testing.assert_close(lovasz_iou_loss(torch.stack([half, over]), target),
+                               torch.tensor(((1 - 8 / 16) + (1 - 16 / 24)) / 2))
+    assert lovasz_iou_loss(target.float(), target) == 0
+    voided = target.clone()
+    voided[:, 0:2, 2:6] = 255  # the over-segmented rows are void: a perfect mask for the second crop
+    torch.testing.assert_close(lovasz_iou_loss(torch.stack([half, over]), voided), torch.tensor((1 - 8 / 16) / 2))
+    soft = torch.full((2, 8, 8), 0.5, requires_grad=True)
+    lovasz_iou_loss(soft, target).backward()
+    assert (soft.grad[:, 3, 3] < 0).all() and (soft.grad[:, 0, 0] > 0).all()  # raise the object, lower the rest

@@ -14,6 +14,7 @@ from lightning.pytorch import LightningModule
 from vsreid.data.crops import paste_back
 from vsreid.engine.predictor import PatchPredictor, mirrored
 from vsreid.engine.propagator import PropagationConfig, Propagator
+from vsreid.models.losses import lovasz_iou_loss
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 
 from .checkpoints import load_network_weights
@@ -31,6 +32,8 @@ class VSReIDModule(LightningModule):
         init_from: weights to start from: a Lightning checkpoint of this module or an original ``MP2S.pth.tar``.
         optimizer: ``"sgd"`` (momentum 0.9, the original's policy) or ``"adamw"``; conv biases get 2x lr, no decay.
         lr, weight_decay, poly_power: base learning rate and the poly schedule ``lr * (1 - step/total)^power``.
+        lovasz_weight: weight of the Lovász IoU loss added to the cross-entropy (0 = cross-entropy only), in
+            training and online finetuning.
         freeze_bn: keep BN layers in eval mode with frozen affine parameters (small batches, finetuning).
         image_log_every_n_steps: TensorBoard image grid interval during training (0 = never).
         crop_size, flip, box_enlarge, lost_ratio, max_flow_error, refine_iterations: propagation at predict time.
@@ -58,6 +61,7 @@ class VSReIDModule(LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         poly_power: float = 0.9,
+        lovasz_weight: float = 0.0,
         freeze_bn: bool = False,
         image_log_every_n_steps: int = 100,
         crop_size: int = 321,
@@ -102,12 +106,20 @@ class VSReIDModule(LightningModule):
         return Propagator(predictor, self.propagation_config())
 
     # ------------------------------------------------------------------ training
+    def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy (+ ``lovasz_weight`` x Lovász IoU loss) of logits [N,2,S,S] for targets [N,S,S] (255 = void)."""
+        target = target.long()
+        if (target == IGNORE).all():
+            return logits.sum() * 0.0
+        loss = F.cross_entropy(logits, target, ignore_index=IGNORE)
+        if self.hparams.lovasz_weight:
+            fg = torch.softmax(logits.float(), 1)[:, 1]
+            loss = loss + self.hparams.lovasz_weight * lovasz_iou_loss(fg, target, IGNORE)
+        return loss
+
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["image"], batch["flow"], batch["prior"])
-        target = batch["target"].long()
-        if (target == IGNORE).all():
-            return logits.sum() * 0.0, logits
-        return F.cross_entropy(logits, target, ignore_index=IGNORE), logits
+        return self.criterion(logits, batch["target"]), logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         loss, logits = self._loss(batch)
@@ -195,7 +207,7 @@ class VSReIDModule(LightningModule):
             for _, batch in zip(range(h.finetune_steps), samples):
                 batch = {k: torch.as_tensor(np.asarray(v)).clone().to(self.device) for k, v in batch.items()}
                 logits = net(rgb_to_mp2s(batch["image"]), batch["flow"], batch["prior"])
-                loss = F.cross_entropy(logits, batch["target"].long(), ignore_index=IGNORE)
+                loss = self.criterion(logits, batch["target"])
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
