@@ -150,6 +150,10 @@ def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
         VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "init_from": str(exported)})
     VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 2,
                     "init_from": str(exported)})
+    # the band has no weights: prediction may widen it (the shipped model is trained with 5, predicts with 10)
+    wider = VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 6, "guided_radius": 2,
+                            "init_from": str(exported)})
+    assert wider.net.boundary_band == 6
     plain = tmp_path / "plain.ckpt"  # trained without the filter: switching it on is allowed
     torch.save({"state_dict": ckpt_state(module), "hyper_parameters": {**module.hparams, "guided_radius": 0}}, plain)
     VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 2,
