@@ -264,26 +264,6 @@ def test_guided_filter_can_be_left_out_of_training():
         torch.testing.assert_close(late(*inputs), plain(*inputs))  # training fits the unfiltered output
 
 
-def test_refine_flow_feeds_motion_boundaries_to_the_refiner():
-    torch.manual_seed(0)
-    config = dict(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,
-                  refine_channels=8)
-    image, flow, prior = _inputs(1, 65)
-    moved = flow.clone()
-    moved[..., :, 30:] += 5.0  # a motion boundary
-    for refine_flow in (False, True):
-        model = MP2S(**config, refine_flow=refine_flow).eval()
-        with torch.no_grad():
-            model.flow_classifier.weight.zero_()  # the flow stream's coarse path says nothing
-            model.flow_classifier.bias.zero_()
-            model.refiner.correction.weight.normal_(0, 1)
-            changed = not torch.allclose(model(image, flow, prior), model(image, moved, prior))
-        assert changed == refine_flow
-    assert MP2S(**config, refine_flow=True).refiner.low4[0].in_channels == 24 + 24
-    with pytest.raises(ValueError, match="refine_flow"):
-        MP2S(backbone="efficientnet_lite0", refine_flow=True)
-
-
 def test_lovasz_iou_loss_is_one_minus_iou_on_hard_masks_and_ignores_void():
     from vsreid.models.losses import lovasz_iou_loss
 

@@ -60,8 +60,8 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path
 
 
 #: MP2S arguments that change what a network with given weights computes.
-FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "refine_flow",
-                 "guided_radius", "guided_eps")
+FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "guided_radius",
+                 "guided_eps")
 #: MP2S arguments recorded in exported weights files and Lightning checkpoints. ``boundary_band`` has no weights and
 #: is a deliberate inference choice (a wider band lets a finetuned network repair masks that drifted further), so a
 #: network may run with another band than it was trained with; the others only affect training.

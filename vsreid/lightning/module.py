@@ -28,7 +28,7 @@ class VSReIDModule(LightningModule):
 
     Args:
         backbone, output_stride, aspp_channels, pretrained, bn_momentum, dropout, prior_skip, refine_channels,
-            boundary_band, guided_radius, guided_eps, guided_in_training, refine_flow: the network (see :class:`MP2S`).
+            boundary_band, guided_radius, guided_eps, guided_in_training: the network (see :class:`MP2S`).
         init_from: weights to start from: a Lightning checkpoint of this module or an original ``MP2S.pth.tar``.
         optimizer: ``"sgd"`` (momentum 0.9, the original's policy) or ``"adamw"``; conv biases get 2x lr, no decay.
         lr, weight_decay, poly_power: base learning rate and the poly schedule ``lr * (1 - step/total)^power``.
@@ -55,7 +55,6 @@ class VSReIDModule(LightningModule):
         guided_radius: int = 0,
         guided_eps: float = 1e-4,
         guided_in_training: bool = True,
-        refine_flow: bool = False,
         init_from: str | None = None,
         optimizer: str = "adamw",
         lr: float = 1e-3,
@@ -83,7 +82,7 @@ class VSReIDModule(LightningModule):
                         pretrained=pretrained and init_from is None, bn_momentum=bn_momentum, dropout=dropout,
                         prior_skip=prior_skip, refine_channels=refine_channels,
                         boundary_band=boundary_band, guided_radius=guided_radius, guided_eps=guided_eps,
-                        guided_in_training=guided_in_training, refine_flow=refine_flow)
+                        guided_in_training=guided_in_training)
         if init_from:
             load_network_weights(self.net, init_from, config=self.hparams)
         set_bn_frozen(self.net, freeze_bn)

@@ -75,8 +75,6 @@ class MP2S(nn.Module):
     foreground probability under the image (window radius in input pixels, regularisation ``guided_eps``), which
     moves boundaries onto colour edges; the logits returned are then ``(0, logit(q))`` of the filtered probability q.
     With ``guided_in_training=False`` the filter applies in eval mode only: training fits the unfiltered output.
-    ``refine_flow`` (needs the refiner) also feeds the flow stream's stride-4 and stride-2 features to the refiner, so
-    fine corrections can follow motion boundaries as well as colour edges.
     """
 
     def __init__(
@@ -95,7 +93,6 @@ class MP2S(nn.Module):
         guided_radius: int = 0,
         guided_eps: float = 1e-4,
         guided_in_training: bool = True,
-        refine_flow: bool = False,
     ):
         super().__init__()
         if backbone not in BACKBONES:
@@ -109,8 +106,6 @@ class MP2S(nn.Module):
             raise ValueError(f"guided_radius={guided_radius} needs num_classes=2, got {num_classes}")
         if refine_channels and backbone != "efficientnet_lite0":
             raise ValueError(f"refine_channels={refine_channels}: the boundary refiner needs efficientnet_lite0")
-        if refine_flow and not refine_channels:
-            raise ValueError("refine_flow=True needs the boundary refiner (refine_channels > 0)")
         # Registration order = the original's, so that even the state_dict key order matches.
         self.backbone = _build_backbone(backbone, 3, output_stride, bn_momentum, pretrained)
         self.flow_backbone = _build_backbone(backbone, 2, output_stride, bn_momentum, False)
@@ -128,9 +123,7 @@ class MP2S(nn.Module):
             self.prior_skip = None
         if refine_channels:
             low = self.backbone.low_level
-            flow_low = self.flow_backbone.low_level if refine_flow else {4: (0, 0), 2: (0, 0)}
-            self.refiner = BoundaryRefiner(low[4][1] + flow_low[4][1], low[2][1] + flow_low[2][1], refine_channels,
-                                           num_classes, bn_momentum)
+            self.refiner = BoundaryRefiner(low[4][1], low[2][1], refine_channels, num_classes, bn_momentum)
         else:
             self.refiner = None
         for conv in (self.classifier, self.flow_classifier):
@@ -144,7 +137,6 @@ class MP2S(nn.Module):
         self.boundary_band = boundary_band
         self.guided = GuidedFilter(guided_radius, guided_eps) if guided_radius else None
         self.guided_in_training = guided_in_training
-        self.refine_flow = refine_flow
         self.bn_frozen = False
 
     def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
@@ -154,12 +146,7 @@ class MP2S(nn.Module):
         else:
             features = self.backbone(x, prior)
         logits = self.classifier(self.dropout(self.aspp(features)))
-        if self.refine_flow:
-            flow_features, flow_low4, flow_low2 = self.flow_backbone.forward_pyramid(flow, prior)
-            low4, low2 = torch.cat([low4, flow_low4], 1), torch.cat([low2, flow_low2], 1)
-        else:
-            flow_features = self.flow_backbone(flow, prior)
-        logits = logits + self.flow_classifier(self.dropout(self.flow_aspp(flow_features)))
+        logits = logits + self.flow_classifier(self.dropout(self.flow_aspp(self.flow_backbone(flow, prior))))
         if self.refiner is not None:
             logits = self.refiner(logits, low4, low2, prior)
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
