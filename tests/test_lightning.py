@@ -194,3 +194,46 @@ def test_validation_measures_the_network_as_predict_runs_it(synth):
              for f, it in zip(unflipped, items)]
     assert not np.allclose(plain, expected)  # the flip matters for this network, so the check below can fail
     np.testing.assert_allclose(module._val_iou, expected, atol=1e-6)
+
+
+def test_weight_average_is_what_validation_checkpoints_and_prediction_use(tmp_path):
+    import torch
+
+    from vsreid.lightning.checkpoints import load_network
+    from vsreid.lightning.module import VSReIDModule
+    from vsreid.models.mp2s import rgb_to_mp2s
+
+    torch.manual_seed(0)
+    module = VSReIDModule(**TINY_MODEL, ema_decay=0.99)
+    start = {k: v.clone() for k, v in module.net_ema.named_parameters()}
+    with torch.no_grad():
+        for p in module.net.parameters():
+            p.add_(1.0)
+    module.on_train_batch_end(None, None, 0)  # no trainer: step 0, decay min(0.99, 1 / 4)
+    for k, v in module.net_ema.named_parameters():
+        torch.testing.assert_close(v, start[k] + 0.75)
+    assert module.inference_net is module.net_ema and module.make_propagator().predictor.net is module.net_ema
+    image, flow, prior = torch.rand(1, 3, 65, 65), torch.randn(1, 2, 65, 65), torch.rand(1, 1, 65, 65)
+    with torch.no_grad():
+        torch.testing.assert_close(module.eval()(image, flow, prior), module.net_ema(rgb_to_mp2s(image), flow, prior))
+
+    ckpt = tmp_path / "ema.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)
+    ema_state = module.net_ema.state_dict()
+
+    def same(state):
+        return all(torch.equal(state[k], ema_state[k]) for k in ema_state)
+
+    assert same(load_network(ckpt).state_dict())  # init_from and export-model read the average
+    plain = VSReIDModule(**TINY_MODEL)  # e.g. predict --ckpt_path without ema_decay: the average becomes the net
+    checkpoint = torch.load(ckpt, weights_only=False)
+    plain.on_load_checkpoint(checkpoint)
+    plain.load_state_dict(checkpoint["state_dict"])
+    assert same(plain.net.state_dict())
+    averaged = VSReIDModule(**TINY_MODEL, ema_decay=0.99)  # resuming a plain checkpoint starts the average there
+    checkpoint = {"state_dict": {f"net.{k}": v for k, v in plain.net.state_dict().items()}}
+    averaged.on_load_checkpoint(checkpoint)
+    averaged.load_state_dict(checkpoint["state_dict"])
+    assert same(averaged.net.state_dict()) and same(averaged.net_ema.state_dict())
+    with pytest.raises(ValueError, match="ema_decay"):
+        VSReIDModule(**TINY_MODEL, ema_decay=1.0)

@@ -9,11 +9,13 @@ from torch import nn
 from vsreid.models.mp2s import MP2S, load_checkpoint_file
 
 PREFIX = "net."
+EMA_PREFIX = "net_ema."
 
 
 def read_network(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """One load of ``path`` (a Lightning checkpoint with keys ``net.*``, an exported weights file or an original
-    checkpoint): its MP2S state dict and the MP2S arguments recorded with it (None when absent)."""
+    checkpoint): its MP2S state dict and the MP2S arguments recorded with it (None when absent). A checkpoint that
+    kept a weight average (``net_ema.*``) gives the average."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: checkpoint not found")
@@ -22,8 +24,9 @@ def read_network(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a Lightning checkpoint or an original MP2S.pth.tar (a dict with "
                          "'state_dict')")
-    if any(k.startswith(PREFIX) for k in state):
-        state = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+    prefix = EMA_PREFIX if any(k.startswith(EMA_PREFIX) for k in state) else PREFIX
+    if any(k.startswith(prefix) for k in state):
+        state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     config = ckpt.get("network") or ckpt.get("hyper_parameters")
     return state, ({k: config[k] for k in NETWORK_KEYS if k in config} if config else None)
 

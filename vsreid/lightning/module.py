@@ -17,7 +17,7 @@ from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.models.losses import lovasz_iou_loss
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 
-from .checkpoints import load_network_weights
+from .checkpoints import EMA_PREFIX, PREFIX, load_network_weights
 from .visuals import log_grid
 
 IGNORE = 255
@@ -35,6 +35,10 @@ class VSReIDModule(LightningModule):
         lovasz_weight: weight of the Lovász IoU loss added to the cross-entropy (0 = cross-entropy only), in
             training and online finetuning.
         freeze_bn: keep BN layers in eval mode with frozen affine parameters (small batches, finetuning).
+        ema_decay: keep an exponential moving average of the network's weights and BN statistics (``net_ema``, decay
+            ``min(ema_decay, (1 + step) / (4 + step))`` per optimizer step; 0 = off). When on, validation measures
+            the average, prediction and online finetuning start from it, and checkpoints hand it to
+            ``init_from`` / ``export-model`` as the network.
         image_log_every_n_steps: TensorBoard image grid interval during training (0 = never).
         crop_size, flip, box_enlarge, lost_ratio, max_flow_error, refine_iterations: propagation at predict time.
         predict_batch_size: crops per network pass at predict time.
@@ -62,6 +66,7 @@ class VSReIDModule(LightningModule):
         poly_power: float = 0.9,
         lovasz_weight: float = 0.0,
         freeze_bn: bool = False,
+        ema_decay: float = 0.0,
         image_log_every_n_steps: int = 100,
         crop_size: int = 321,
         flip: bool = True,
@@ -86,13 +91,22 @@ class VSReIDModule(LightningModule):
         if init_from:
             load_network_weights(self.net, init_from, config=self.hparams)
         set_bn_frozen(self.net, freeze_bn)
+        if not 0.0 <= ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.net_ema = copy.deepcopy(self.net).requires_grad_(False) if ema_decay else None
         self._val_iou: list[float] = []
         self._val_baseline: list[float] = []
 
     # ------------------------------------------------------------------ network
     def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """image (N,3,S,S) RGB in [0,1], flow (N,2,S,S) px, prior (N,1,S,S) in [0,1] -> logits (N,2,S,S)."""
-        return self.net(rgb_to_mp2s(image), flow, prior)
+        net = self.net if self.training or self.net_ema is None else self.net_ema
+        return net(rgb_to_mp2s(image), flow, prior)
+
+    @property
+    def inference_net(self) -> MP2S:
+        """The network that validation, prediction and finetuning use: the weight average when kept."""
+        return self.net if self.net_ema is None else self.net_ema
 
     def propagation_config(self) -> PropagationConfig:
         h = self.hparams
@@ -101,7 +115,8 @@ class VSReIDModule(LightningModule):
 
     def make_propagator(self, net: MP2S | None = None) -> Propagator:
         """A plain-PyTorch propagator around ``net`` (default: this module's network)."""
-        predictor = PatchPredictor(net or self.net, flip=self.hparams.flip, batch_size=self.hparams.predict_batch_size)
+        predictor = PatchPredictor(net or self.inference_net, flip=self.hparams.flip,
+                                   batch_size=self.hparams.predict_batch_size)
         return Propagator(predictor, self.propagation_config())
 
     # ------------------------------------------------------------------ training
@@ -129,6 +144,27 @@ class VSReIDModule(LightningModule):
         if every and self.global_step % every == 0:
             log_grid(self.logger, "train/samples", batch, logits, self.global_step)
         return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if self.net_ema is not None:
+            step = self.global_step  # optimizer steps taken so far, this one included
+            decay = min(self.hparams.ema_decay, (1 + step) / (4 + step))
+            ema, cur = self.net_ema.state_dict(), self.net.state_dict()
+            for k, v in ema.items():  # state_dict tensors share storage with the modules
+                if v.is_floating_point():
+                    v.lerp_(cur[k], 1.0 - decay)
+                else:
+                    v.copy_(cur[k])
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Fit a checkpoint with or without ``net_ema.*`` weights to whether this module keeps an average."""
+        state = checkpoint["state_dict"]
+        has_ema = any(k.startswith(EMA_PREFIX) for k in state)
+        if self.net_ema is None and has_ema:
+            for k in [k for k in state if k.startswith(EMA_PREFIX)]:
+                state[PREFIX + k[len(EMA_PREFIX):]] = state.pop(k)
+        elif self.net_ema is not None and not has_ema:
+            state.update({EMA_PREFIX + k[len(PREFIX):]: v for k, v in list(state.items()) if k.startswith(PREFIX)})
 
     def configure_optimizers(self):
         h = self.hparams
@@ -199,7 +235,7 @@ class VSReIDModule(LightningModule):
         """
         h = self.hparams
         with torch.inference_mode(False), torch.enable_grad():
-            net = copy.deepcopy(self.net)
+            net = copy.deepcopy(self.inference_net)
             set_bn_frozen(net, True)  # MP2S remembers it: train() below keeps BN in eval mode
             net.train()
             opt = torch.optim.AdamW(mp2s_param_groups(net, h.finetune_lr, 0.0), lr=h.finetune_lr)
