@@ -277,6 +277,24 @@ def test_video_pairs_use_the_flow_toward_the_source_frame(tiny_root):
         assert (np.allclose(np.abs(u), 2) and np.allclose(v, 0)) or (np.allclose(u, 0) and np.allclose(np.abs(v), 1))
 
 
+def test_longer_gaps_chain_the_flows(tiny_root):
+    ds = PropagationSamples([(tiny_root, None)], [FlowCache(tiny_root, None)], size=97, samples_per_epoch=60,
+                            p_deform=0.0, augment=False, jitter=0.0, seed=3, max_gap=3)
+    gaps = set()
+    for i in range(len(ds)):
+        s = ds[i]
+        check_sample(s, 97)
+        fg = s["target"] == 1
+        assert iou(s["prior"][0] > 0.5, fg) > 0.7  # exact chained flows still land the prior on the object
+        u, v = s["flow"][0][interior(fg)], s["flow"][1][interior(fg)]
+        gap = np.abs(u).mean() / 2 if np.abs(u).mean() > 0.5 else np.abs(v).mean()  # object 1: 2 px/frame, 2: 1
+        assert gap in (1, 2, 3) and (np.allclose(np.abs(u), 2 * gap) or np.allclose(np.abs(v), gap))
+        gaps.add(gap)
+    assert gaps == {1, 2, 3}
+    with pytest.raises(ValueError, match="max_gap"):
+        PropagationSamples([(tiny_root, None)], [FlowCache(tiny_root, None)], max_gap=0)
+
+
 def test_flip_negates_u_and_crop_resize_keeps_vectors(tiny_root):
     flip = Augmentation(p_flip=1.0, p_rotate=0.0, scale_range=(1.0, 1.0), p_blur=0.0)
     kwargs = dict(size=97, samples_per_epoch=20, p_deform=0.0, seed=1)  # the same draws with and without flip

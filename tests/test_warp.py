@@ -1,7 +1,7 @@
 """The original VS-ReID backward warp with its forward-backward check."""
 import numpy as np
 
-from vsreid.data.warp import warp_backward
+from vsreid.data.warp import compose_flows, warp_backward
 
 
 def test_translation_moves_values_exactly():
@@ -45,3 +45,12 @@ def test_region_equals_the_full_frame_inside_and_zero_outside():
     assert np.array_equal(part[10:30, 5:50], full[10:30, 5:50])
     part[10:30, 5:50] = 0
     assert not part.any()
+
+
+def test_composed_flow_follows_the_first_flow_into_the_second():
+    first = np.zeros((20, 30, 2), np.float32)
+    first[..., 0] = 4.0  # a -> b: 4 px right
+    second = np.zeros((20, 30, 2), np.float32)
+    second[:, 15:, 1] = 2.0  # b -> c: 2 px down, only where b's x >= 15
+    out = compose_flows(first, second)
+    assert np.allclose(out[:, :11], [4, 0]) and np.allclose(out[:, 11:], [4, 2])  # b's x = a's x + 4

@@ -17,7 +17,9 @@ Sample sources:
 - video pair: frame t and a neighbouring source frame (t-1 going forward, t+1 going backward). The prior is the source
   frame's ground truth of the object, warped to t with the original forward-backward-checked warp; with probability
   ``p_deform`` it is instead a synthetic deformation of t's own ground truth. The flow input is the flow from t toward
-  the source frame (``t.rflo`` forward, ``t.flo`` backward).
+  the source frame (``t.rflo`` forward, ``t.flo`` backward). With ``max_gap`` > 1 the source frame is t -+ g, g drawn
+  uniformly from 1..max_gap, and both flows are chained frame by frame: a larger gap gives a prior with the larger
+  errors of faster motion.
 - static frame: one annotated frame, prior = deformed ground truth, zeroed with probability 0.4, flow input zero.
 - first frame (online finetuning): the annotated frames of the sequences to finetune on, prior = deformed ground
   truth. Frame 0 has no backward flow, so its flow input is the negated forward flow ``-(0.flo)``, an approximation
@@ -40,7 +42,7 @@ from .crops import crop_resize, object_box
 from .davis import DavisRoot
 from .deform import deform_mask
 from .labels import VOID, read_frame, read_labels
-from .warp import warp_backward
+from .warp import compose_flows, warp_backward
 
 MAX_ATTEMPTS = 100
 
@@ -201,6 +203,7 @@ class PropagationSamples(_Sampler):
         min_area: an object needs this many pixels in the current frame to be picked.
         erode_share: share of deformed priors that end with an erosion instead of the original's dilation (see
             :func:`vsreid.data.deform.deform_mask`; 0.5 keeps deformed priors unbiased in size, 0 is the original).
+        max_gap: video pairs span 1..max_gap frames (uniformly; 1 = neighbouring frames only, the original).
         cache_frames, cache_labels: LRU sizes (decoded frames / annotations per root).
     """
 
@@ -208,10 +211,12 @@ class PropagationSamples(_Sampler):
                  flow: Sequence[Flows] | Callable[[DavisRoot], Flows], size: int = 321,
                  samples_per_epoch: int = 10000, p_deform: float = 0.5, p_static: float = 0.0,
                  p_zero_prior: float = 0.4, seed: int = 0, augment: bool | Augmentation = True, jitter: float = 0.2,
-                 context: float = 0.3, min_area: int = 16, erode_share: float = 0.5, cache_frames: int = 32,
-                 cache_labels: int = 128):
+                 context: float = 0.3, min_area: int = 16, erode_share: float = 0.5, max_gap: int = 1,
+                 cache_frames: int = 32, cache_labels: int = 128):
         super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area, erode_share)
-        self.p_deform, self.p_static, self.p_zero_prior = p_deform, p_static, p_zero_prior
+        if max_gap < 1:
+            raise ValueError(f"max_gap must be >= 1, got {max_gap}")
+        self.p_deform, self.p_static, self.p_zero_prior, self.max_gap = p_deform, p_static, p_zero_prior, max_gap
         self.stores = [_Frames(r, r.sequences(sequences=list(seqs) if seqs else None), cache_frames, cache_labels)
                        for r, seqs in roots]
         self.flows = [flow(r) for r, _ in roots] if callable(flow) else list(flow)
@@ -244,8 +249,15 @@ class PropagationSamples(_Sampler):
         k, seq, fwd, bwd = _pick(rng, self.pairs)
         forward = bool(rng.random() < 0.5) if fwd and bwd else bool(fwd)
         t = _pick(rng, fwd if forward else bwd)
-        src = t - 1 if forward else t + 1
+        step = 1 if forward else -1
         store, flows = self.stores[k], self.flows[k]
+        if self.max_gap > 1:
+            gap = int(rng.integers(1, self.max_gap + 1))
+            while not (0 <= t - gap * step < len(store.annotated[seq]) and store.annotated[seq][t - gap * step]):
+                gap -= 1  # near the ends of the sequence or of its annotated frames: a shorter gap
+        else:
+            gap = 1
+        src = t - gap * step
         ids = np.intersect1d(store.objects(seq, t, self.min_area), store.objects(seq, src))
         if ids.size == 0:
             return None
@@ -253,13 +265,24 @@ class PropagationSamples(_Sampler):
         labels = store.labels(seq, t)
         mask = labels == obj
         matrix, linear, region = self._geometry(mask, rng)
-        to_source = flows.backward(seq, t) if forward else flows.forward(seq, t)
+        to_source, from_source = self._chained_flows(flows, seq, t, step, gap)
         if rng.random() < self.p_deform:
             prior = deform_mask(mask, rng, erode_share=self.erode_share)
         else:
-            from_source = flows.forward(seq, src) if forward else flows.backward(seq, src)
             prior = warp_backward(store.labels(seq, src), to_source, from_source, region=region) == obj
         return self._render(matrix, linear, rng, store.frame(seq, t), labels, obj, prior, to_source)
+
+    @staticmethod
+    def _chained_flows(flows: Flows, seq: str, t: int, step: int, gap: int) -> tuple[np.ndarray, np.ndarray]:
+        """Flows between t and src = t - gap * step: (t -> src on t's grid, src -> t on src's grid)."""
+        toward_source = flows.backward if step > 0 else flows.forward
+        toward_target = flows.forward if step > 0 else flows.backward
+        src = t - gap * step
+        to_source, from_source = toward_source(seq, t), toward_target(seq, src)
+        for k in range(1, gap):
+            to_source = compose_flows(to_source, toward_source(seq, t - k * step))
+            from_source = compose_flows(from_source, toward_target(seq, src + k * step))
+        return to_source, from_source
 
     def _static(self, rng):
         k, seq, t = _pick(rng, self.static)

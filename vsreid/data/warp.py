@@ -17,6 +17,16 @@ import numpy as np
 DEFAULT_MAX_ERROR = 100.0
 
 
+def compose_flows(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """(H, W, 2) float32 flow a -> c from ``first`` (a -> b, on a's grid) and ``second`` (b -> c, on b's grid):
+    ``first(p) + second(p + first(p))``, ``second`` sampled bilinearly (clamped to the image edge)."""
+    h, w = first.shape[:2]
+    gy, gx = np.mgrid[0:h, 0:w].astype(np.float32)
+    later = cv2.remap(np.ascontiguousarray(second, np.float32), gx + first[..., 0], gy + first[..., 1],
+                      cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return (first + later).astype(np.float32)
+
+
 def warp_backward(values: np.ndarray, flow_to_source: np.ndarray, flow_from_source: np.ndarray,
                   max_error: float = DEFAULT_MAX_ERROR, region: tuple[int, int, int, int] | None = None
                   ) -> np.ndarray:
