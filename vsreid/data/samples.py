@@ -251,12 +251,9 @@ class PropagationSamples(_Sampler):
         t = _pick(rng, fwd if forward else bwd)
         step = 1 if forward else -1
         store, flows = self.stores[k], self.flows[k]
-        if self.max_gap > 1:
-            gap = int(rng.integers(1, self.max_gap + 1))
-            while not (0 <= t - gap * step < len(store.annotated[seq]) and store.annotated[seq][t - gap * step]):
-                gap -= 1  # near the ends of the sequence or of its annotated frames: a shorter gap
-        else:
-            gap = 1
+        gap = int(rng.integers(1, self.max_gap + 1)) if self.max_gap > 1 else 1  # gap 1 draws nothing
+        while not (0 <= t - gap * step < len(store.annotated[seq]) and store.annotated[seq][t - gap * step]):
+            gap -= 1  # near the ends of the sequence or of its annotated frames: a shorter gap
         src = t - gap * step
         ids = np.intersect1d(store.objects(seq, t, self.min_area), store.objects(seq, src))
         if ids.size == 0:

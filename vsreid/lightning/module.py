@@ -100,8 +100,7 @@ class VSReIDModule(LightningModule):
     # ------------------------------------------------------------------ network
     def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
         """image (N,3,S,S) RGB in [0,1], flow (N,2,S,S) px, prior (N,1,S,S) in [0,1] -> logits (N,2,S,S)."""
-        net = self.net if self.training or self.net_ema is None else self.net_ema
-        return net(rgb_to_mp2s(image), flow, prior)
+        return (self.net if self.training else self.inference_net)(rgb_to_mp2s(image), flow, prior)
 
     @property
     def inference_net(self) -> MP2S:
