@@ -108,6 +108,16 @@ class _Frames:
         return np.flatnonzero(c >= min_area) + 1
 
 
+def _chained_flow(flow_of: Callable[[str, int], np.ndarray], seq: str, start: int, step: int, gap: int
+                  ) -> np.ndarray:
+    """(H, W, 2) flow from frame ``start`` to ``start + gap * step`` on start's grid, chaining ``flow_of(seq, t)``
+    (the flow t -> t + step, e.g. ``Flows.forward`` for step 1) frame by frame."""
+    flow = flow_of(seq, start)
+    for k in range(1, gap):
+        flow = compose_flows(flow, flow_of(seq, start + k * step))
+    return flow
+
+
 def _pick(rng: np.random.Generator, items):
     return items[int(rng.integers(len(items)))]
 
@@ -262,24 +272,14 @@ class PropagationSamples(_Sampler):
         labels = store.labels(seq, t)
         mask = labels == obj
         matrix, linear, region = self._geometry(mask, rng)
-        to_source, from_source = self._chained_flows(flows, seq, t, step, gap)
+        toward_source, toward_target = (flows.backward, flows.forward) if forward else (flows.forward, flows.backward)
+        to_source = _chained_flow(toward_source, seq, t, -step, gap)
         if rng.random() < self.p_deform:
             prior = deform_mask(mask, rng, erode_share=self.erode_share)
         else:
+            from_source = _chained_flow(toward_target, seq, src, step, gap)
             prior = warp_backward(store.labels(seq, src), to_source, from_source, region=region) == obj
         return self._render(matrix, linear, rng, store.frame(seq, t), labels, obj, prior, to_source)
-
-    @staticmethod
-    def _chained_flows(flows: Flows, seq: str, t: int, step: int, gap: int) -> tuple[np.ndarray, np.ndarray]:
-        """Flows between t and src = t - gap * step: (t -> src on t's grid, src -> t on src's grid)."""
-        toward_source = flows.backward if step > 0 else flows.forward
-        toward_target = flows.forward if step > 0 else flows.backward
-        src = t - gap * step
-        to_source, from_source = toward_source(seq, t), toward_target(seq, src)
-        for k in range(1, gap):
-            to_source = compose_flows(to_source, toward_source(seq, t - k * step))
-            from_source = compose_flows(from_source, toward_target(seq, src + k * step))
-        return to_source, from_source
 
     def _static(self, rng):
         k, seq, t = _pick(rng, self.static)
