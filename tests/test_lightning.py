@@ -46,7 +46,8 @@ def test_fit_logs_scalars_and_images_to_tensorboard(synth, tmp_path):
         "data": {"class_path": "vsreid.lightning.data.PretrainDataModule",
                  "init_args": {"train_roots": [str(root)], "train_sequences": names[:3], "val_root": str(root),
                                "val_sequences": names[3:4], "val_frame_step": 8, "crop_size": 65, "batch_size": 2,
-                               "samples_per_epoch": 8, "num_workers": 0, "flow_preset": "ultrafast"}},
+                               "samples_per_epoch": 8, "num_workers": 0, "flow_preset": "ultrafast",
+                               "augment": {"saturation": 0.4, "max_sigma": 1.5}}},
     }
     (tmp_path / "fit.yaml").write_text(yaml.safe_dump(cfg))
     run_cli(["fit", "-c", str(tmp_path / "fit.yaml")])
@@ -61,6 +62,20 @@ def test_fit_logs_scalars_and_images_to_tensorboard(synth, tmp_path):
     assert image.width == 4 * 65 and image.height >= 65
     assert len(acc.Scalars("train/loss")) >= 3
     assert sorted((tmp_path / "lightning_logs").glob("version_*/checkpoints/*.ckpt"))
+
+
+def test_pretrain_data_augments_as_configured(synth):
+    from vsreid.data.augment import Augmentation
+    from vsreid.lightning.data import PretrainDataModule
+
+    root, names = synth
+    stronger = Augmentation(saturation=0.4, channel_gain=0.15, max_sigma=1.5)
+    for augment, expected in ((None, Augmentation()), (stronger, stronger)):
+        dm = PretrainDataModule([str(root)], train_sequences=names[:1], crop_size=33, samples_per_epoch=2,
+                                num_workers=0, flow_preset="ultrafast", augment=augment)
+        dm.prepare_data()
+        dm.setup("fit")
+        assert dm.train_samples.augmentation == expected
 
 
 def _predict(cfg: Path, out: Path, *extra: str, **kw):
