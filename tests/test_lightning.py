@@ -176,7 +176,8 @@ def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
 
 
 def test_validation_measures_the_network_as_predict_runs_it(synth):
-    """One-step val/iou: the flip-averaged network (as PatchPredictor runs it) pasted back into the frame."""
+    """One-step val/iou: the flip-averaged network (as PatchPredictor runs it, with the residual of the warp) pasted
+    back into the frame."""
     import numpy as np
     import torch
     from torch.utils.data import default_collate
@@ -192,22 +193,24 @@ def test_validation_measures_the_network_as_predict_runs_it(synth):
     pairs = EvalPairs(davis, names[3:4], FlowCache(davis, DISFlow("ultrafast")), size=65, frame_step=8)
     items = [pairs[k] for k in range(len(pairs))]
     torch.manual_seed(0)
-    module = VSReIDModule(**{**TINY_MODEL, "refine_channels": 8}).eval()
+    module = VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 2, "residual_band": 12,
+                             "residual_threshold": 5.0}).eval()
     with torch.no_grad():
         module.net.prior_skip.weight.zero_()  # a network whose output is not mirror-symmetric: its own random
         module.net.refiner.correction.weight.normal_(0, 5)  # decisions, not the prior's
         module.validation_step(default_collate(items), 0)
-    fg = PatchPredictor(module.net, flip=True)(np.stack([(it["image"].transpose(1, 2, 0) * 255) for it in items]),
-                                               np.stack([it["flow"].transpose(1, 2, 0) for it in items]),
-                                               np.stack([it["prior"][0] for it in items]))
-    expected = [_iou(paste_back(f, tuple(it["box"]), it["target_full"].shape) > 0.5, it["target_full"])
+    crops = (np.stack([(it["image"].transpose(1, 2, 0) * 255) for it in items]),
+             np.stack([it["flow"].transpose(1, 2, 0) for it in items]), np.stack([it["prior"][0] for it in items]))
+    residuals = np.stack([it["residual"][0] for it in items])
+
+    def pasted_iou(fg):
+        return [_iou(paste_back(f, tuple(it["box"]), it["target_full"].shape) > 0.5, it["target_full"])
                 for f, it in zip(fg, items)]
-    unflipped = PatchPredictor(module.net, flip=False)(
-        np.stack([(it["image"].transpose(1, 2, 0) * 255) for it in items]),
-        np.stack([it["flow"].transpose(1, 2, 0) for it in items]), np.stack([it["prior"][0] for it in items]))
-    plain = [_iou(paste_back(f, tuple(it["box"]), it["target_full"].shape) > 0.5, it["target_full"])
-             for f, it in zip(unflipped, items)]
-    assert not np.allclose(plain, expected)  # the flip matters for this network, so the check below can fail
+
+    expected = pasted_iou(PatchPredictor(module.net, flip=True)(*crops, residuals))
+    # the flip and the residual both matter for this network, so the check below can fail
+    assert not np.allclose(pasted_iou(PatchPredictor(module.net, flip=False)(*crops, residuals)), expected)
+    assert not np.allclose(pasted_iou(PatchPredictor(module.net, flip=True)(*crops)), expected)
     np.testing.assert_allclose(module._val_iou, expected, atol=1e-6)
 
 

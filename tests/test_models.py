@@ -211,6 +211,29 @@ def test_boundary_band_leaves_the_prior_alone_away_from_its_boundary():
         MP2S(backbone="efficientnet_lite0", boundary_band=4)
 
 
+def test_residual_band_widens_the_gate_only_where_the_warp_failed():
+    torch.manual_seed(0)
+    model = MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,
+                 refine_channels=8, boundary_band=4, residual_band=12, residual_threshold=20.0).eval()
+    with torch.no_grad():
+        model.refiner.correction.bias.copy_(torch.tensor([3.0, -3.0]))
+    image, flow, _ = _inputs(1, 65)
+    prior = torch.zeros(1, 1, 65, 65)
+    prior[..., 20:45, 20:45] = 1
+    residual = torch.zeros(1, 1, 65, 65)
+    residual[..., :, 40:] = 50.0  # the warp failed on the right
+    narrow, wide = model.band_gate(prior), model.band_gate(prior, residual)
+    torch.testing.assert_close(model.band_gate(prior, torch.full_like(residual, 19.0)), narrow)  # under threshold
+    assert torch.equal(wide[..., :40], narrow[..., :40])  # where the warp held, the narrow band
+    assert narrow[0, 0, 32, 52] == 0 and wide[0, 0, 32, 52] == 1  # 8 px right of the boundary: only the wide band
+    assert 0 < wide[0, 0, 32, 55] < 1 and wide[0, 0, 32, 62] == 0  # the wide band has an edge too
+    with torch.no_grad():
+        changed = model(image, flow, prior, residual) != model(image, flow, prior)
+    assert changed[..., 40:].any() and not changed[..., :40].any()
+    with pytest.raises(ValueError, match="boundary_band"):
+        MP2S(backbone="efficientnet_lite0", prior_skip=True, residual_band=12)
+
+
 def test_guided_filter_moves_a_shifted_mask_boundary_onto_the_colour_edge():
     guide = torch.zeros(1, 3, 64, 64)
     guide[..., 32:] = 1.0  # a vertical colour edge between columns 31 and 32

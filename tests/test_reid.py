@@ -2,7 +2,8 @@
 and ``vsreid evaluate-reid``.
 
 The recovery tests run the real engine (Propagator, warp, crops) with a trivial "network" that copies its prior
-(``lambda images, flows, priors: priors``): what the recovery re-initialises is then exactly what ends up in the labels.
+(``lambda images, flows, priors, residuals: priors``): what the recovery re-initialises is then exactly what ends
+up in the labels.
 """
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ H, W = 64, 96
 LENGTHS = {"seqa": 5, "seqb": 8}  # the split, in order: seqb's frames start at global frame 5
 OBJ1_BEFORE, OBJ1_AFTER, OBJ2 = (10, 20, 30, 40), (60, 20, 80, 40), (40, 45, 55, 60)  # x1, y1, x2, y2
 LOST_AT = 3  # object 1 is absent in frames 3-5 and back at OBJ1_AFTER in frames 6-7
-COPY_PRIOR = lambda images, flows, priors: priors  # noqa: E731  the trivial network: output = prior
+COPY_PRIOR = lambda images, flows, priors, residuals: priors  # noqa: E731  the trivial network: output = prior
 CONFIG = PropagationConfig(crop_size=33)
 
 
@@ -100,6 +101,25 @@ def _start(root: DavisRoot, predictor=COPY_PRIOR):
     state = propagator.start(source, first, [1, 2])
     propagator.run_forward(source, state)
     return source, propagator, state, first
+
+
+def test_propagation_hands_the_predictor_the_residual_of_its_warp(tmp_path):
+    """Warped priors come with the photometric residual of their warp (low on the objects, whose colour the warp
+    carries over, high on the background noise); priors a re-identification seeds come with None."""
+    calls = []
+
+    def recording(images, flows, priors, residuals):
+        calls.append((priors, residuals))
+        return priors
+
+    source, propagator, state, _ = _start(_tiny_root(tmp_path), recording)
+    assert len(calls) == source.num_frames - 1
+    for priors, residuals in calls:
+        assert residuals is not None and residuals.shape == priors.shape
+        assert residuals[priors > 0.99].mean() < 15 and residuals[priors < 0.01].mean() > 40
+    calls.clear()
+    propagator.reinitialize(source, state, 6, 0, OBJ1_AFTER)
+    assert calls and all(residuals is None for _, residuals in calls)
 
 
 # -------------------------------------------------------------------- (a) the pickles drive a recovery
@@ -218,7 +238,7 @@ def test_candidate_scored_higher_by_another_missing_object_is_rejected():
 def test_recovery_terminates_when_a_provider_always_answers(tmp_path):
     """A network that erases everything keeps every object lost, so each round re-identifies a new (frame, object)
     pair: the loop must stop after (T - 2) x N rounds (first and last frames are never searched)."""
-    erase = lambda images, flows, priors: np.zeros_like(priors)  # noqa: E731
+    erase = lambda images, flows, priors, residuals: np.zeros_like(priors)  # noqa: E731
     source, propagator, state, first = _start(_tiny_root(tmp_path), erase)
     provider = _Table([[[60, 20, 80, 40, 0.95], [0, 0, 20, 20, 0.1]], [[60, 20, 80, 40, 0.1], [0, 0, 20, 20, 0.9]]])
     log = recover(propagator, source, state, provider, RecoveryConfig())

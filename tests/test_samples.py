@@ -14,7 +14,7 @@ from vsreid.data.crops import boxes_from_labels, crop_resize, object_box, paste_
 from vsreid.data.deform import deform_mask, tps_apply, tps_fit
 from vsreid.data.flow import DISFlow, FlowCache, write_flo
 from vsreid.data.samples import EvalPairs, FirstFrameSamples, PropagationSamples
-from vsreid.data.warp import warp_backward
+from vsreid.data.warp import photometric_residual, warp_backward
 
 
 def reference_boxes(label, num_objects, enlarge, ratio):
@@ -249,6 +249,8 @@ def check_sample(sample, size):
     assert sample["image"].shape == (3, size, size) and sample["image"].dtype == np.float32
     assert sample["flow"].shape == (2, size, size) and sample["flow"].dtype == np.float32
     assert sample["prior"].shape == (1, size, size) and sample["prior"].dtype == np.float32
+    assert sample["residual"].shape == (1, size, size) and sample["residual"].dtype == np.float32
+    assert sample["residual"].min() >= 0
     assert sample["target"].shape == (size, size) and sample["target"].dtype == np.int64
     assert 0 <= sample["image"].min() and sample["image"].max() <= 1
     assert 0 <= sample["prior"].min() and sample["prior"].max() <= 1
@@ -273,6 +275,7 @@ def test_video_pairs_use_the_flow_toward_the_source_frame(tiny_root):
         check_sample(s, 97)
         fg = s["target"] == 1
         assert iou(s["prior"][0] > 0.5, fg) > 0.85  # the warped ground truth lands on the object
+        assert s["residual"].mean() > 20  # frames of independent noise: the warp explains nothing
         u, v = s["flow"][0][interior(fg)], s["flow"][1][interior(fg)]
         assert (np.allclose(np.abs(u), 2) and np.allclose(v, 0)) or (np.allclose(u, 0) and np.allclose(np.abs(v), 1))
 
@@ -324,7 +327,9 @@ def test_sample_sources_shapes_and_determinism(tiny_root):
     assert not all(np.array_equal(first[i]["image"], ds[i]["image"]) for i in range(5))
     static = PropagationSamples([(tiny_root, None)], flows, size=65, samples_per_epoch=20, p_static=1.0, seed=0)
     samples = [static[i] for i in range(20)]
-    assert all(not s["flow"].any() for s in samples)
+    assert all(not s["flow"].any() and not s["residual"].any() for s in samples)
+    deformed = PropagationSamples([(tiny_root, None)], flows, size=65, samples_per_epoch=5, p_deform=1.0, seed=0)
+    assert all(not deformed[i]["residual"].any() for i in range(5))  # no warp, no residual
     assert any(not s["prior"].any() for s in samples) and any(s["prior"].any() for s in samples)
 
     ff = FirstFrameSamples(tiny_root, ["a"], flows[0], size=65, samples_per_epoch=10, seed=0, augment=False,
@@ -334,6 +339,7 @@ def test_sample_sources_shapes_and_determinism(tiny_root):
         check_sample(s, 65)
         u = s["flow"][0][interior(s["target"] == 1)]
         assert np.allclose(u, -2) or np.allclose(u, 0)  # -(0.flo): the approximate backward flow of frame 0
+        assert not s["residual"].any()
     shutil.rmtree(tiny_root.annotations_dir / "b")
     write_labels(tiny_root.annotations_dir / "b" / "00000.png", tiny_labels(0))
     with pytest.raises(ValueError, match="not annotated"):
@@ -356,6 +362,10 @@ def test_eval_pairs(tiny_root):
         assert iou(item["prior_full"] > 0, item["target_full"] == 1) > 0.8
         assert np.array_equal(item["prior"][0], crop_resize((item["prior_full"] > 0).astype(np.float32),
                                                             tuple(item["box"]), 33))
+        store, t = ev.store, item["t"]
+        residual = photometric_residual(store.frame("a", t), store.frame("a", t - 1), tiny_flow(t, -1),
+                                        tiny_flow(t - 1, 1))
+        assert np.allclose(item["residual"][0], crop_resize(residual, tuple(item["box"]), 33), atol=1e-3)
 
 
 # ----------------------------------------------------------------------------------------------------- real data

@@ -1,7 +1,9 @@
-"""The original VS-ReID backward warp with its forward-backward check."""
+"""The original VS-ReID backward warp with its forward-backward check, and the photometric residual of a warp."""
 import numpy as np
 
-from vsreid.data.warp import compose_flows, warp_backward
+import cv2
+
+from vsreid.data.warp import compose_flows, photometric_residual, warp_backward
 
 
 def test_translation_moves_values_exactly():
@@ -54,3 +56,18 @@ def test_composed_flow_follows_the_first_flow_into_the_second():
     second[:, 15:, 1] = 2.0  # b -> c: 2 px down, only where b's x >= 15
     out = compose_flows(first, second)
     assert np.allclose(out[:, :11], [4, 0]) and np.allclose(out[:, 11:], [4, 2])  # b's x = a's x + 4
+
+
+def test_photometric_residual_is_high_only_where_the_warp_fails():
+    rng = np.random.default_rng(2)
+    source = cv2.GaussianBlur(rng.integers(0, 255, (60, 80, 3)).astype(np.uint8), (0, 0), 2)
+    to_src = np.zeros((60, 80, 2), np.float32)
+    to_src[..., 0] = 5.0  # target p comes from source p + (5, 0)
+    frame = np.full_like(source, 128)  # new content enters on the right
+    frame[:, :75] = source[:, 5:]
+    frame[20:40, 20:40] = 0  # something the warp cannot explain (a black occluder on a mid-grey texture)
+    res = photometric_residual(frame, source, to_src, -to_src)
+    assert res.dtype == np.float32 and res.shape == (60, 80)
+    assert res[:15, :70].max() < 1.0 and res[45:54, :70].max() < 1.0  # the warp explains the frame: ~0
+    assert res[25:35, 25:35].min() > 20  # the occluder
+    assert res[:, 76:].min() > 20  # pulled from outside the source: rejected, no source value

@@ -6,6 +6,8 @@ A sample is a dict of numpy arrays (the default collate turns them into tensors)
     flow    float32 (2, S, S)  pixels, from the current frame toward the source frame (crop resizing leaves the
                                vectors unscaled, as in the original; augmentation maps them, see ``augment``)
     prior   float32 (1, S, S)  mask prior in [0, 1]
+    residual float32 (1, S, S) photometric residual of the warp that made the prior, 0-255 (zero when the prior was
+                               not warped; see ``vsreid.data.warp.photometric_residual``)
     target  int64   (S, S)     1 = the object, 0 = elsewhere, 255 = ignore (void pixels and padding)
 
 Training crops (original Caffe layer): the object's tight ground-truth box, each side jittered by up to +-20% of the
@@ -42,7 +44,7 @@ from .crops import crop_resize, object_box
 from .davis import DavisRoot
 from .deform import deform_mask
 from .labels import VOID, read_frame, read_labels
-from .warp import compose_flows, warp_backward
+from .warp import compose_flows, photometric_residual, warp_backward
 
 MAX_ATTEMPTS = 100
 
@@ -180,8 +182,9 @@ class _Sampler:
         region = (max(rx0, 0), max(ry0, 0), min(max(rx1, 1), w), min(max(ry1, 1), h))
         return matrix, aug[:2, :2], region
 
-    def _render(self, matrix, linear, rng, image, labels, obj, prior, flow) -> dict[str, np.ndarray]:
-        """Warp the full-frame arrays to the crop. ``prior`` (H, W) bool or None, ``flow`` (H, W, 2) or None."""
+    def _render(self, matrix, linear, rng, image, labels, obj, prior, flow, residual=None) -> dict[str, np.ndarray]:
+        """Warp the full-frame arrays to the crop. ``prior`` (H, W) bool or None, ``flow`` (H, W, 2) or None,
+        ``residual`` (H, W) float32 or None."""
         s = (self.size, self.size)
         img = warp(image, matrix, s).astype(np.float32) / 255
         if self.augmentation is not None:
@@ -191,9 +194,10 @@ class _Sampler:
         p = np.zeros(s, np.float32) if prior is None else \
             warp(prior.view(np.uint8) * np.uint8(255), matrix, s).astype(np.float32) / 255
         f = np.zeros(s + (2,), np.float32) if flow is None else warp_flow(flow, matrix, s, linear)
+        r = np.zeros(s, np.float32) if residual is None else warp(residual, matrix, s)
         return {"image": np.ascontiguousarray(img.transpose(2, 0, 1)),
                 "flow": np.ascontiguousarray(f.transpose(2, 0, 1)),
-                "prior": p[None], "target": target}
+                "prior": p[None], "residual": r[None], "target": target}
 
 
 class PropagationSamples(_Sampler):
@@ -274,12 +278,15 @@ class PropagationSamples(_Sampler):
         matrix, linear, region = self._geometry(mask, rng)
         toward_source, toward_target = (flows.backward, flows.forward) if forward else (flows.forward, flows.backward)
         to_source = _chained_flow(toward_source, seq, t, -step, gap)
+        residual = None
         if rng.random() < self.p_deform:
             prior = deform_mask(mask, rng, erode_share=self.erode_share)
         else:
             from_source = _chained_flow(toward_target, seq, src, step, gap)
             prior = warp_backward(store.labels(seq, src), to_source, from_source, region=region) == obj
-        return self._render(matrix, linear, rng, store.frame(seq, t), labels, obj, prior, to_source)
+            residual = photometric_residual(store.frame(seq, t), store.frame(seq, src), to_source, from_source,
+                                            region=region)
+        return self._render(matrix, linear, rng, store.frame(seq, t), labels, obj, prior, to_source, residual)
 
     def _static(self, rng):
         k, seq, t = _pick(rng, self.static)
@@ -376,9 +383,10 @@ class EvalPairs:
     def __getitem__(self, index: int) -> dict:
         seq, t, obj = self.items[index]
         labels = self.store.labels(seq, t)
-        to_source = self.flows.backward(seq, t)
-        warped = warp_backward(self.store.labels(seq, t - 1), to_source, self.flows.forward(seq, t - 1)) == obj
+        to_source, from_source = self.flows.backward(seq, t), self.flows.forward(seq, t - 1)
+        warped = warp_backward(self.store.labels(seq, t - 1), to_source, from_source) == obj
         box = object_box(warped, self.enlarge)
+        residual = photometric_residual(self.store.frame(seq, t), self.store.frame(seq, t - 1), to_source, from_source)
         s = self.size
         image = crop_resize(self.store.frame(seq, t).astype(np.float32), box, s) / 255
         lab = crop_resize(labels, box, s, cv2.INTER_NEAREST)
@@ -386,6 +394,7 @@ class EvalPairs:
         return {"image": np.ascontiguousarray(image.transpose(2, 0, 1)),
                 "flow": np.ascontiguousarray(crop_resize(to_source, box, s).transpose(2, 0, 1)),
                 "prior": crop_resize(warped.astype(np.float32), box, s)[None],
+                "residual": crop_resize(residual, box, s)[None],
                 "target": np.where(lab == obj, 1, np.where(lab == VOID, VOID, 0)).astype(np.int64),
                 "box": np.array(box, np.int64), "target_full": target_full,
                 "prior_full": warped.astype(np.uint8), "seq": seq, "t": t, "object_id": obj}

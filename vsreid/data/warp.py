@@ -62,3 +62,21 @@ def warp_backward(values: np.ndarray, flow_to_source: np.ndarray, flow_from_sour
     window = out[y0:y1, x0:x1]
     window[valid] = values[np.round(ry[valid]).astype(np.intp), np.round(rx[valid]).astype(np.intp)]
     return out
+
+
+#: Gaussian blur (sigma, px) of the photometric residual: single-pixel noise and aliasing do not count as a failure.
+RESIDUAL_SIGMA = 1.5
+
+
+def photometric_residual(frame: np.ndarray, source_frame: np.ndarray, flow_to_source: np.ndarray,
+                         flow_from_source: np.ndarray, max_error: float = DEFAULT_MAX_ERROR,
+                         region: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """(H, W) float32 in 0-255: how badly the warp explains ``frame``, where a warped prior is likely to be wrong.
+
+    The channel mean of ``|frame - warp_backward(source_frame)|`` (both (H, W, 3) uint8, any colour order, warped with
+    the same flows and check as the prior), blurred with a Gaussian of :data:`RESIDUAL_SIGMA` px. Pixels the warp
+    rejects have no source value (0), so they count as failures. With ``region``, only that window is meaningful.
+    """
+    warped = warp_backward(source_frame.astype(np.float32), flow_to_source, flow_from_source, max_error, region)
+    diff = np.abs(frame.astype(np.float32) - warped).mean(axis=2)
+    return cv2.GaussianBlur(diff, (0, 0), RESIDUAL_SIGMA)

@@ -8,17 +8,19 @@ from torch import nn
 from vsreid.models.mp2s import rgb_to_mp2s
 
 
-def mirrored(image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor):
-    """The horizontally mirrored crops ``[N,C,S,S]``: image and prior flipped, flow flipped with u negated."""
+def mirrored(image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor, residual: torch.Tensor | None = None):
+    """The horizontally mirrored crops ``[N,C,S,S]`` (image, flow, prior, residual): flow flipped with u negated, the
+    others flipped (a None residual stays None)."""
     flow = flow.flip(3)
-    return image.flip(3), torch.cat([-flow[:, :1], flow[:, 1:]], 1), prior.flip(3)
+    return (image.flip(3), torch.cat([-flow[:, :1], flow[:, 1:]], 1), prior.flip(3),
+            None if residual is None else residual.flip(3))
 
 
 class PatchPredictor:
-    """Foreground probabilities for crops of (image, flow, prior).
+    """Foreground probabilities for crops of (image, flow, prior, residual).
 
     Args:
-        net: an MP2S-style module, ``net(image_bgr255, flow, prior) -> logits (n, 2, S, S)``.
+        net: an MP2S-style module, ``net(image_bgr255, flow, prior, residual) -> logits (n, 2, S, S)``.
         flip: average with the horizontally mirrored pass (flow u negated), as the original does.
         batch_size: crops per forward pass (the flipped copies travel in the same batch, so a pass holds twice as
             many); peak memory grows with it (about 30 MB per crop at 257 x 257 for the Lite0 network).
@@ -34,29 +36,37 @@ class PatchPredictor:
         return next(self.net.parameters()).device
 
     @torch.no_grad()
-    def __call__(self, images: np.ndarray, flows: np.ndarray, priors: np.ndarray) -> np.ndarray:
-        """images (n, S, S, 3) RGB 0-255, flows (n, S, S, 2) px, priors (n, S, S) in [0, 1] -> (n, S, S) P(fg)."""
+    def __call__(self, images: np.ndarray, flows: np.ndarray, priors: np.ndarray, residuals: np.ndarray | None = None
+                 ) -> np.ndarray:
+        """images (n, S, S, 3) RGB 0-255, flows (n, S, S, 2) px, priors (n, S, S) in [0, 1], residuals (n, S, S)
+        0-255 or None -> (n, S, S) P(fg)."""
         if len(images) == 0:
             return np.zeros((0,) + images.shape[1:3], np.float32)
         was_training = self.net.training
         self.net.eval()
         try:
             out = [self._run(images[i:i + self.batch_size], flows[i:i + self.batch_size],
-                             priors[i:i + self.batch_size]) for i in range(0, len(images), self.batch_size)]
+                             priors[i:i + self.batch_size],
+                             None if residuals is None else residuals[i:i + self.batch_size])
+                   for i in range(0, len(images), self.batch_size)]
         finally:
             self.net.train(was_training)
         return np.concatenate(out)
 
-    def _run(self, images, flows, priors) -> np.ndarray:
+    def _run(self, images, flows, priors, residuals) -> np.ndarray:
         dev = self.device
         image = rgb_to_mp2s(torch.from_numpy(np.ascontiguousarray(images, np.float32)).to(dev)
                             .permute(0, 3, 1, 2) / 255.0)
         flow = torch.from_numpy(np.ascontiguousarray(flows, np.float32)).to(dev).permute(0, 3, 1, 2)
         prior = torch.from_numpy(np.ascontiguousarray(priors, np.float32)).to(dev)[:, None]
+        residual = None if residuals is None else \
+            torch.from_numpy(np.ascontiguousarray(residuals, np.float32)).to(dev)[:, None]
         n = image.shape[0]
         if self.flip:
-            image, flow, prior = (torch.cat(pair) for pair in zip((image, flow, prior), mirrored(image, flow, prior)))
-        fg = torch.softmax(self.net(image, flow, prior).float(), dim=1)[:, 1]
+            flipped = mirrored(image, flow, prior, residual)
+            image, flow, prior = (torch.cat(pair) for pair in zip((image, flow, prior), flipped[:3]))
+            residual = None if residual is None else torch.cat([residual, flipped[3]])
+        fg = torch.softmax(self.net(image, flow, prior, residual).float(), dim=1)[:, 1]
         if self.flip:
             fg = (fg[:n] + fg[n:].flip(2)) / 2
         return fg.cpu().numpy()

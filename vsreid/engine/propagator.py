@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from vsreid.data.crops import boxes_from_labels, crop_resize, scale_box
-from vsreid.data.warp import warp_backward
+from vsreid.data.warp import photometric_residual, warp_backward
 
 from .boxes import enclosing_iou
 from .source import SequenceSource
@@ -33,14 +33,15 @@ class PropagationConfig:
     refine_iterations: int = 5
 
 
-Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+Predictor = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None], np.ndarray]
 
 
 class Propagator:
     """Propagates per-object probabilities through a sequence.
 
-    ``predictor(images (n,S,S,3) RGB 0-255, flows (n,S,S,2), priors (n,S,S)) -> (n,S,S) P(fg)``, e.g. a
-    :class:`vsreid.engine.predictor.PatchPredictor`.
+    ``predictor(images (n,S,S,3) RGB 0-255, flows (n,S,S,2), priors (n,S,S), residuals (n,S,S) 0-255 or None)
+    -> (n,S,S) P(fg)``, e.g. a :class:`vsreid.engine.predictor.PatchPredictor`. Residuals come with warped priors (the
+    photometric residual of the same warp); priors that were not warped (re-identification) come with None.
     """
 
     def __init__(self, predictor: Predictor, config: PropagationConfig | None = None):
@@ -70,10 +71,9 @@ class Propagator:
         anchor = start - step
         for t in range(start, end, step):
             src = t - step
-            to_src = source.flow_to_source(t, step)
+            to_src, from_src = source.flow_to_source(t, step), source.flow_from_source(t, step)
             combined_src = state.combined(src)
-            warped = warp_backward(combined_src.transpose(1, 2, 0), to_src, source.flow_from_source(t, step),
-                                   cfg.max_flow_error)
+            warped = warp_backward(combined_src.transpose(1, 2, 0), to_src, from_src, cfg.max_flow_error)
             boxes = _boxes(np.argmax(warped, axis=2), state.num_objects, cfg.box_enlarge)
             src_labels = np.argmax(combined_src, axis=0)
             selected, go_on = [], False
@@ -91,7 +91,8 @@ class Propagator:
             if not go_on:
                 break
             priors = [warped[..., i + 1] for i in selected]
-            self._predict_objects(source, state, t, selected, boxes, priors, to_src)
+            residual = photometric_residual(source.frame(t), source.frame(src), to_src, from_src, cfg.max_flow_error)
+            self._predict_objects(source, state, t, selected, boxes, priors, to_src, residual)
             if progress:
                 progress(t)
 
@@ -135,23 +136,28 @@ class Propagator:
     # ------------------------------------------------------------------ crops and network
     def _predict_objects(self, source: SequenceSource, state: PropagationState, t: int, objects: list[int],
                          boxes: np.ndarray, priors: list[np.ndarray], flow: np.ndarray,
-                         prior_in_box: bool = False) -> None:
-        """Crop (image, flow, prior) per object, run the network as one batch, paste P(object) back into frame t.
+                         residual: np.ndarray | None = None, prior_in_box: bool = False) -> None:
+        """Crop (image, flow, prior, residual) per object, run the network as one batch, paste P(object) back into
+        frame t.
 
-        ``priors[k]`` is a full-frame (H, W) map, or with ``prior_in_box`` already the crop of ``boxes[object]``.
+        ``priors[k]`` is a full-frame (H, W) map, or with ``prior_in_box`` already the crop of ``boxes[object]``;
+        ``residual`` is the full-frame (H, W) photometric residual of the warp that made the priors, or None.
         """
         if not objects:
             return
         size = self.config.crop_size
         image = source.crop_frame(t)
         sx, sy = source.crop_scale
-        images, flows, crops = [], [], []
+        images, flows, crops, residuals = [], [], [], []
         for k, i in enumerate(objects):
             images.append(crop_resize(image, scale_box(boxes[i], sx, sy), size))
             flows.append(crop_resize(flow, boxes[i], size))
             prior = np.ascontiguousarray(priors[k], np.float32)
             crops.append(cv2.resize(prior, (size, size)) if prior_in_box else crop_resize(prior, boxes[i], size))
-        fg = self.predictor(np.stack(images).astype(np.float32), np.stack(flows), np.stack(crops))
+            if residual is not None:
+                residuals.append(crop_resize(residual, boxes[i], size))
+        fg = self.predictor(np.stack(images).astype(np.float32), np.stack(flows), np.stack(crops),
+                            np.stack(residuals) if residuals else None)
         for k, i in enumerate(objects):
             x1, y1, x2, y2 = boxes[i]
             state.set_object(t, i, boxes[i], cv2.resize(fg[k], (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR))

@@ -65,10 +65,12 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path
 #: MP2S arguments that change what a network with given weights computes.
 FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "guided_radius",
                  "guided_eps")
-#: MP2S arguments recorded in exported weights files and Lightning checkpoints. ``boundary_band`` has no weights and
-#: is a deliberate inference choice (a wider band lets a finetuned network repair masks that drifted further), so a
-#: network may run with another band than it was trained with; the others only affect training.
-NETWORK_KEYS = FUNCTION_KEYS + ("boundary_band", "bn_momentum", "dropout", "guided_in_training")
+#: MP2S arguments recorded in exported weights files and Lightning checkpoints. The bands (``boundary_band``,
+#: ``residual_band``, ``residual_threshold``) have no weights and are a deliberate inference choice (a wider band lets
+#: a finetuned network repair masks that drifted further), so a network may run with other bands than it was trained
+#: with; the others only affect training.
+NETWORK_KEYS = FUNCTION_KEYS + ("boundary_band", "residual_band", "residual_threshold", "bn_momentum", "dropout",
+                                "guided_in_training")
 
 
 def load_network(path: str | Path) -> MP2S:

@@ -28,7 +28,8 @@ class VSReIDModule(LightningModule):
 
     Args:
         backbone, output_stride, aspp_channels, pretrained, bn_momentum, dropout, prior_skip, refine_channels,
-            boundary_band, guided_radius, guided_eps, guided_in_training: the network (see :class:`MP2S`).
+            boundary_band, residual_band, residual_threshold, guided_radius, guided_eps, guided_in_training: the
+            network (see :class:`MP2S`).
         init_from: weights to start from: a Lightning checkpoint of this module or an original ``MP2S.pth.tar``.
         optimizer: ``"sgd"`` (momentum 0.9, the original's policy) or ``"adamw"``; conv biases get 2x lr, no decay.
         lr, weight_decay, poly_power: base learning rate and the poly schedule ``lr * (1 - step/total)^power``.
@@ -56,6 +57,8 @@ class VSReIDModule(LightningModule):
         prior_skip: bool = True,
         refine_channels: int = 0,
         boundary_band: int = 0,
+        residual_band: int = 0,
+        residual_threshold: float = 20.0,
         guided_radius: int = 0,
         guided_eps: float = 1e-4,
         guided_in_training: bool = True,
@@ -86,7 +89,8 @@ class VSReIDModule(LightningModule):
         self.net = MP2S(backbone=backbone, output_stride=output_stride, aspp_channels=aspp_channels,
                         pretrained=pretrained and init_from is None, bn_momentum=bn_momentum, dropout=dropout,
                         prior_skip=prior_skip, refine_channels=refine_channels,
-                        boundary_band=boundary_band, guided_radius=guided_radius, guided_eps=guided_eps,
+                        boundary_band=boundary_band, residual_band=residual_band,
+                        residual_threshold=residual_threshold, guided_radius=guided_radius, guided_eps=guided_eps,
                         guided_in_training=guided_in_training)
         if init_from:
             load_network_weights(self.net, init_from, config=self.hparams)
@@ -98,9 +102,11 @@ class VSReIDModule(LightningModule):
         self._val_baseline: list[float] = []
 
     # ------------------------------------------------------------------ network
-    def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
-        """image (N,3,S,S) RGB in [0,1], flow (N,2,S,S) px, prior (N,1,S,S) in [0,1] -> logits (N,2,S,S)."""
-        return (self.net if self.training else self.inference_net)(rgb_to_mp2s(image), flow, prior)
+    def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        """image (N,3,S,S) RGB in [0,1], flow (N,2,S,S) px, prior (N,1,S,S) in [0,1], residual (N,1,S,S) 0-255 or
+        None -> logits (N,2,S,S)."""
+        return (self.net if self.training else self.inference_net)(rgb_to_mp2s(image), flow, prior, residual)
 
     @property
     def inference_net(self) -> MP2S:
@@ -131,7 +137,7 @@ class VSReIDModule(LightningModule):
         return loss
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self(batch["image"], batch["flow"], batch["prior"])
+        logits = self(batch["image"], batch["flow"], batch["prior"], batch.get("residual"))
         return self.criterion(logits, batch["target"]), logits
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -190,8 +196,8 @@ class VSReIDModule(LightningModule):
             loss, logits = self._loss(batch)
             fg = torch.softmax(logits.float(), 1)[:, 1]
             if self.hparams.flip:
-                fg = (fg + torch.softmax(self(*mirrored(batch["image"], batch["flow"], batch["prior"])).float(),
-                                         1)[:, 1].flip(2)) / 2
+                flipped = mirrored(batch["image"], batch["flow"], batch["prior"], batch.get("residual"))
+                fg = (fg + torch.softmax(self(*flipped).float(), 1)[:, 1].flip(2)) / 2
         self.log("val/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
         fg = fg.cpu().numpy()
         for k in range(fg.shape[0]):
@@ -240,7 +246,7 @@ class VSReIDModule(LightningModule):
             opt = torch.optim.AdamW(mp2s_param_groups(net, h.finetune_lr, 0.0), lr=h.finetune_lr)
             for _, batch in zip(range(h.finetune_steps), samples):
                 batch = {k: torch.as_tensor(np.asarray(v)).clone().to(self.device) for k, v in batch.items()}
-                logits = net(rgb_to_mp2s(batch["image"]), batch["flow"], batch["prior"])
+                logits = net(rgb_to_mp2s(batch["image"]), batch["flow"], batch["prior"], batch.get("residual"))
                 loss = self.criterion(logits, batch["target"])
                 opt.zero_grad()
                 loss.backward()

@@ -51,11 +51,13 @@ def _build_backbone(name: str, in_channels: int, output_stride: int, bn_momentum
 class MP2S(nn.Module):
     """Two-stream mask propagation network for one object crop.
 
-    ``forward(image, flow, prior) -> logits``:
+    ``forward(image, flow, prior, residual=None) -> logits``:
 
     - ``image``: ``[N,3,H,W]`` float, BGR, 0-255 (normalised inside, see the module docstring);
     - ``flow``: ``[N,2,H,W]`` float, raw pixel displacements (u, v) from the current frame toward the source frame;
     - ``prior``: ``[N,1,H,W]`` float in [0, 1], the warped foreground probability of the object;
+    - ``residual``: ``[N,1,H,W]`` float, 0-255, optional: the photometric residual of the warp that made the prior
+      (see :func:`vsreid.data.warp.photometric_residual`; None or zeros where the prior was not warped);
     - ``logits``: ``[N,num_classes,H,W]`` (background, foreground), the sum of both streams' classifiers, upsampled
       bilinearly (``align_corners=True``) from stride ``output_stride``.
 
@@ -71,6 +73,10 @@ class MP2S(nn.Module):
     a band of that radius (input pixels) around the prior's boundary: the gate is ``clamp(8 b (1 - b), 0, 1)`` of
     the prior box-blurred over ``2 * boundary_band + 1`` pixels, so far inside and far outside the prior stay as they
     are. It keeps a network trained on few sequences from punching holes into objects whose colours it has not seen.
+    ``residual_band`` > 0 (needs ``boundary_band``) widens the gate where the warp failed: wherever ``residual``
+    exceeds ``residual_threshold`` (0-255), the gate is at least the same function of the prior box-blurred over
+    ``2 * residual_band + 1`` pixels, so the network can move the boundary that far where the frames disagree after
+    warping (occlusions, fast motion) while well-warped regions stay confined to the narrow band.
     ``guided_radius`` > 0 (not in the paper; 2 classes only) ends the network with a :class:`GuidedFilter` of its
     foreground probability under the image (window radius in input pixels, regularisation ``guided_eps``), which
     moves boundaries onto colour edges; the logits returned are then ``(0, logit(q))`` of the filtered probability q.
@@ -90,6 +96,8 @@ class MP2S(nn.Module):
         prior_skip: bool = False,
         refine_channels: int = 0,
         boundary_band: int = 0,
+        residual_band: int = 0,
+        residual_threshold: float = 20.0,
         guided_radius: int = 0,
         guided_eps: float = 1e-4,
         guided_in_training: bool = True,
@@ -102,6 +110,8 @@ class MP2S(nn.Module):
         if boundary_band and not prior_skip:
             raise ValueError(f"boundary_band={boundary_band} needs prior_skip=True (outside the band only the prior "
                              "skip is left)")
+        if residual_band and not boundary_band:
+            raise ValueError(f"residual_band={residual_band} needs boundary_band > 0 (it widens that gate)")
         if guided_radius and num_classes != 2:
             raise ValueError(f"guided_radius={guided_radius} needs num_classes=2, got {num_classes}")
         if refine_channels and backbone != "efficientnet_lite0":
@@ -135,11 +145,14 @@ class MP2S(nn.Module):
         self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         self.boundary_band = boundary_band
+        self.residual_band = residual_band
+        self.residual_threshold = residual_threshold
         self.guided = GuidedFilter(guided_radius, guided_eps) if guided_radius else None
         self.guided_in_training = guided_in_training
         self.bn_frozen = False
 
-    def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
         x = (image.index_select(1, self.image_order) - self.image_mean) / self.image_std
         if self.refiner is not None:
             features, low4, low2 = self.backbone.forward_pyramid(x, prior)
@@ -151,7 +164,7 @@ class MP2S(nn.Module):
             logits = self.refiner(logits, low4, low2, prior)
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
         if self.boundary_band:
-            logits = logits * self.band_gate(prior)
+            logits = logits * self.band_gate(prior, residual)
         if self.prior_skip is not None:
             logits = logits + self.prior_skip(2.0 * prior - 1.0)
         if self.guided is not None and (self.guided_in_training or not self.training):
@@ -163,11 +176,14 @@ class MP2S(nn.Module):
         q = self.guided(image / 255.0, torch.softmax(logits.float(), 1)[:, 1:]).clamp(1e-4, 1 - 1e-4)
         return torch.cat([torch.zeros_like(q), torch.log(q) - torch.log1p(-q)], 1)
 
-    def band_gate(self, prior: torch.Tensor) -> torch.Tensor:
-        """``[N,1,H,W]`` in [0, 1]: 1 near the prior's boundary, 0 beyond ``boundary_band`` pixels from it."""
-        r = self.boundary_band
-        blurred = F.avg_pool2d(prior.float(), 2 * r + 1, stride=1, padding=r, count_include_pad=False)
-        return (8 * blurred * (1 - blurred)).clamp(0, 1).to(prior.dtype)
+    def band_gate(self, prior: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N,1,H,W]`` in [0, 1]: 1 near the prior's boundary, 0 beyond ``boundary_band`` pixels from it; where
+        ``residual`` > ``residual_threshold``, the band of radius ``residual_band`` instead (when set)."""
+        gate = _band(prior, self.boundary_band)
+        if self.residual_band and residual is not None:
+            wide = _band(prior, self.residual_band) * (residual > self.residual_threshold)
+            gate = torch.maximum(gate, wide)
+        return gate.to(prior.dtype)
 
     def train(self, mode: bool = True) -> MP2S:
         super().train(mode)
@@ -209,6 +225,15 @@ class MP2S(nn.Module):
         except RuntimeError as err:
             raise ValueError(f"{path}: not an MP2S-{backbone} checkpoint: {err}") from None
         return model.eval()
+
+
+def _band(prior: torch.Tensor, radius: int) -> torch.Tensor:
+    """``clamp(8 b (1 - b), 0, 1)`` of the prior ``[N,1,H,W]`` box-blurred over ``2 * radius + 1`` pixels (float32;
+    the mean over the window's part inside the image, taken separably: rows then columns)."""
+    k = 2 * radius + 1
+    blurred = F.avg_pool2d(prior.float(), (1, k), stride=1, padding=(0, radius), count_include_pad=False)
+    blurred = F.avg_pool2d(blurred, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    return (8 * blurred * (1 - blurred)).clamp(0, 1)
 
 
 def load_checkpoint_file(path: Path, map_location="cpu"):
