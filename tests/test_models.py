@@ -189,6 +189,22 @@ def test_boundary_refiner_needs_efficientnet():
         MP2S(backbone="resnet18", refine_channels=8)
 
 
+def test_boundary_refiner_can_see_the_warp_residual():
+    torch.manual_seed(0)
+    model = MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,
+                 refine_channels=8, refine_residual=True).eval()
+    assert model.refiner.fuse4[0][0].in_channels == 8 + 2 + 2  # features, coarse logits, prior and residual
+    with torch.no_grad():
+        model.refiner.correction.weight.normal_(0, 1)
+    image, flow, prior = _inputs(1, 65)
+    residual = torch.zeros(1, 1, 65, 65)
+    with torch.no_grad():
+        torch.testing.assert_close(model(image, flow, prior, residual), model(image, flow, prior))  # None = zeros
+        assert not torch.allclose(model(image, flow, prior, residual + 40.0), model(image, flow, prior))
+    with pytest.raises(ValueError, match="refine_residual"):
+        MP2S(backbone="efficientnet_lite0", refine_residual=True)
+
+
 def test_boundary_band_leaves_the_prior_alone_away_from_its_boundary():
     torch.manual_seed(0)
     model = MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,

@@ -63,8 +63,8 @@ def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path
 
 
 #: MP2S arguments that change what a network with given weights computes.
-FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "guided_radius",
-                 "guided_eps")
+FUNCTION_KEYS = ("backbone", "output_stride", "aspp_channels", "prior_skip", "refine_channels", "refine_residual",
+                 "guided_radius", "guided_eps")
 #: MP2S arguments recorded in exported weights files and Lightning checkpoints. The bands (``boundary_band``,
 #: ``residual_band``, ``residual_threshold``) have no weights and are a deliberate inference choice (a wider band lets
 #: a finetuned network repair masks that drifted further), so a network may run with other bands than it was trained

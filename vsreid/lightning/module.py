@@ -28,7 +28,7 @@ class VSReIDModule(LightningModule):
 
     Args:
         backbone, output_stride, aspp_channels, pretrained, bn_momentum, dropout, prior_skip, refine_channels,
-            boundary_band, residual_band, residual_threshold, guided_radius, guided_eps, guided_in_training: the
+            refine_residual, boundary_band, residual_band, residual_threshold, guided_radius, guided_eps, guided_in_training: the
             network (see :class:`MP2S`).
         init_from: weights to start from: a Lightning checkpoint of this module or an original ``MP2S.pth.tar``.
         optimizer: ``"sgd"`` (momentum 0.9, the original's policy) or ``"adamw"``; conv biases get 2x lr, no decay.
@@ -56,6 +56,7 @@ class VSReIDModule(LightningModule):
         dropout: float = 0.1,
         prior_skip: bool = True,
         refine_channels: int = 0,
+        refine_residual: bool = False,
         boundary_band: int = 0,
         residual_band: int = 0,
         residual_threshold: float = 20.0,
@@ -88,7 +89,7 @@ class VSReIDModule(LightningModule):
         self.save_hyperparameters()
         self.net = MP2S(backbone=backbone, output_stride=output_stride, aspp_channels=aspp_channels,
                         pretrained=pretrained and init_from is None, bn_momentum=bn_momentum, dropout=dropout,
-                        prior_skip=prior_skip, refine_channels=refine_channels,
+                        prior_skip=prior_skip, refine_channels=refine_channels, refine_residual=refine_residual,
                         boundary_band=boundary_band, residual_band=residual_band,
                         residual_threshold=residual_threshold, guided_radius=guided_radius, guided_eps=guided_eps,
                         guided_in_training=guided_in_training)

@@ -77,6 +77,8 @@ class MP2S(nn.Module):
     exceeds ``residual_threshold`` (0-255), the gate is at least the same function of the prior box-blurred over
     ``2 * residual_band + 1`` pixels, so the network can move the boundary that far where the frames disagree after
     warping (occlusions, fast motion) while well-warped regions stay confined to the narrow band.
+    ``refine_residual`` (not in the paper; needs ``refine_channels``) also hands the refiner ``residual / 64`` (zeros
+    when None), so it can tell a prior the warp carried well from one it did not.
     ``guided_radius`` > 0 (not in the paper; 2 classes only) ends the network with a :class:`GuidedFilter` of its
     foreground probability under the image (window radius in input pixels, regularisation ``guided_eps``), which
     moves boundaries onto colour edges; the logits returned are then ``(0, logit(q))`` of the filtered probability q.
@@ -95,6 +97,7 @@ class MP2S(nn.Module):
         dropout: float = 0.1,
         prior_skip: bool = False,
         refine_channels: int = 0,
+        refine_residual: bool = False,
         boundary_band: int = 0,
         residual_band: int = 0,
         residual_threshold: float = 20.0,
@@ -116,6 +119,8 @@ class MP2S(nn.Module):
             raise ValueError(f"guided_radius={guided_radius} needs num_classes=2, got {num_classes}")
         if refine_channels and backbone != "efficientnet_lite0":
             raise ValueError(f"refine_channels={refine_channels}: the boundary refiner needs efficientnet_lite0")
+        if refine_residual and not refine_channels:
+            raise ValueError("refine_residual=True needs the boundary refiner (refine_channels > 0)")
         # Registration order = the original's, so that even the state_dict key order matches.
         self.backbone = _build_backbone(backbone, 3, output_stride, bn_momentum, pretrained)
         self.flow_backbone = _build_backbone(backbone, 2, output_stride, bn_momentum, False)
@@ -133,7 +138,8 @@ class MP2S(nn.Module):
             self.prior_skip = None
         if refine_channels:
             low = self.backbone.low_level
-            self.refiner = BoundaryRefiner(low[4][1], low[2][1], refine_channels, num_classes, bn_momentum)
+            self.refiner = BoundaryRefiner(low[4][1], low[2][1], refine_channels, num_classes, bn_momentum,
+                                           guide_channels=2 if refine_residual else 1)
         else:
             self.refiner = None
         for conv in (self.classifier, self.flow_classifier):
@@ -144,6 +150,7 @@ class MP2S(nn.Module):
         self.register_buffer("image_order", torch.tensor(order), persistent=False)
         self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.refine_residual = refine_residual
         self.boundary_band = boundary_band
         self.residual_band = residual_band
         self.residual_threshold = residual_threshold
@@ -161,7 +168,10 @@ class MP2S(nn.Module):
         logits = self.classifier(self.dropout(self.aspp(features)))
         logits = logits + self.flow_classifier(self.dropout(self.flow_aspp(self.flow_backbone(flow, prior))))
         if self.refiner is not None:
-            logits = self.refiner(logits, low4, low2, prior)
+            guide = prior
+            if self.refine_residual:
+                guide = torch.cat([prior, torch.zeros_like(prior) if residual is None else residual / 64.0], 1)
+            logits = self.refiner(logits, low4, low2, guide)
         logits = F.interpolate(logits, size=image.shape[-2:], mode="bilinear", align_corners=True)
         if self.boundary_band:
             logits = logits * self.band_gate(prior, residual)

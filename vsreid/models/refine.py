@@ -22,32 +22,33 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
 
 
 class BoundaryRefiner(nn.Module):
-    """Two-step decoder: ``forward(logits, low4, low2, prior) -> residual logits`` at ``low2``'s size.
+    """Two-step decoder: ``forward(logits, low4, low2, guide) -> logits`` at ``low2``'s size.
 
     - ``logits``: ``[N,C,h,w]`` coarse summed logits (any stride > 4);
     - ``low4`` / ``low2``: ``[N,c4,H/4,W/4]`` / ``[N,c2,H/2,W/2]`` image-stream features at stride 4 / 2;
-    - ``prior``: ``[N,1,H,W]`` in [0, 1];
+    - ``guide``: ``[N,G,H,W]`` full-resolution maps mixed in at each step (``guide_channels`` = G: the prior in
+      [0, 1], optionally with more maps after it);
     - returns ``[N,C,H/2,W/2]`` logits of the coarse prediction plus a correction; the correction's last conv is
       zero-initialised so that an untrained head returns the upsampled coarse logits.
     """
 
     def __init__(self, low4_channels: int, low2_channels: int, channels: int = 32, num_classes: int = 2,
-                 bn_momentum: float = 0.05):
+                 bn_momentum: float = 0.05, guide_channels: int = 1):
         super().__init__()
         self.low4 = _conv_bn_relu(low4_channels, channels, 1, bn_momentum)
-        self.fuse4 = nn.Sequential(_conv_bn_relu(channels + num_classes + 1, channels, 3, bn_momentum),
+        self.fuse4 = nn.Sequential(_conv_bn_relu(channels + num_classes + guide_channels, channels, 3, bn_momentum),
                                    _conv_bn_relu(channels, channels, 3, bn_momentum))
         self.low2 = _conv_bn_relu(low2_channels, channels // 2, 1, bn_momentum)
-        self.fuse2 = _conv_bn_relu(channels + channels // 2 + num_classes + 1, channels, 3, bn_momentum)
+        self.fuse2 = _conv_bn_relu(channels + channels // 2 + num_classes + guide_channels, channels, 3, bn_momentum)
         self.correction = nn.Conv2d(channels, num_classes, 1)
         nn.init.zeros_(self.correction.weight)
         nn.init.zeros_(self.correction.bias)
 
     def forward(self, logits: torch.Tensor, low4: torch.Tensor, low2: torch.Tensor,
-                prior: torch.Tensor) -> torch.Tensor:
+                guide: torch.Tensor) -> torch.Tensor:
         size4, size2 = low4.shape[-2:], low2.shape[-2:]
         coarse4 = _resize(logits, size4)
-        x = self.fuse4(torch.cat([self.low4(low4), coarse4, _resize(prior, size4)], 1))
+        x = self.fuse4(torch.cat([self.low4(low4), coarse4, _resize(guide, size4)], 1))
         coarse2 = _resize(coarse4, size2)
-        x = self.fuse2(torch.cat([_resize(x, size2), self.low2(low2), coarse2, _resize(prior, size2)], 1))
+        x = self.fuse2(torch.cat([_resize(x, size2), self.low2(low2), coarse2, _resize(guide, size2)], 1))
         return coarse2 + self.correction(x)
