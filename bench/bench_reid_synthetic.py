@@ -7,6 +7,7 @@ re-ID) segments them, `vsreid evaluate` scores the forward pass alone (draft) an
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -43,6 +44,7 @@ def main() -> int:
     start = time.time()
     if not (root / "ImageSets").is_dir():
         run(["synth", "--out", str(root), "--sequences", str(args.sequences), "--seed", str(args.seed)])
+    shutil.rmtree(results, ignore_errors=True)  # measure the current model: predict would resume finished sequences
     run(["predict", "-c", str(args.config), "--data.root", str(root),
          "--data.flow_dir", str(args.out / "flow"), "--output", str(results),
          "--trainer.logger.init_args.save_dir", str(args.out / "tensorboard")])

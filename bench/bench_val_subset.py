@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -44,6 +45,7 @@ def main() -> int:
     scores, seconds = {}, {}
     for name, steps in runs.items():
         out = args.out / f"finetune{steps}"
+        shutil.rmtree(out, ignore_errors=True)  # measure the current model: predict would resume finished sequences
         start = time.time()
         code = vsreid(["predict", "-c", str(args.config), "--data.root", str(args.root),
                        "--data.flow_dir", str(args.out / "flow"), "--output", str(out), "--finetune_steps",
