@@ -65,7 +65,7 @@ def main() -> int:
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         start = time.time()
         result = segment_sequence(net.eval(), DavisRoot(root), "bench", reid=AppearanceReID(),
-                                  config=PropagationConfig(crop_size=257), flow_preset="ultrafast")
+                                  config=PropagationConfig(crop_size=321), flow_preset="ultrafast")
         seconds = time.time() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB
     original_state = T * H * W * 2 * N * 8 / 2**30
