@@ -3,7 +3,7 @@ import numpy as np
 
 import cv2
 
-from vsreid.data.warp import compose_flows, photometric_residual, warp_backward
+from vsreid.data.warp import RESIDUAL_REACH, compose_flows, photometric_residual, warp_backward
 
 
 def test_translation_moves_values_exactly():
@@ -71,3 +71,15 @@ def test_photometric_residual_is_high_only_where_the_warp_fails():
     assert res[:15, :70].max() < 1.0 and res[45:54, :70].max() < 1.0  # the warp explains the frame: ~0
     assert res[25:35, 25:35].min() > 20  # the occluder
     assert res[:, 76:].min() > 20  # pulled from outside the source: rejected, no source value
+
+
+def test_photometric_residual_over_a_region_is_exact_inside_its_reach():
+    rng = np.random.default_rng(3)
+    frame, source = (rng.integers(0, 255, (50, 70, 3)).astype(np.uint8) for _ in range(2))
+    to_src = rng.normal(0, 2, (50, 70, 2)).astype(np.float32)
+    from_src = rng.normal(0, 2, (50, 70, 2)).astype(np.float32)
+    full = photometric_residual(frame, source, to_src, from_src)
+    r = RESIDUAL_REACH
+    part = photometric_residual(frame, source, to_src, from_src, region=(10, 0, 60, 40))
+    np.testing.assert_array_equal(part[:40 - r, 10 + r:60 - r], full[:40 - r, 10 + r:60 - r])  # top: image border
+    assert not np.allclose(part[:40, 10:60], full[:40, 10:60])  # the reach matters

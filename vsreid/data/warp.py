@@ -66,6 +66,9 @@ def warp_backward(values: np.ndarray, flow_to_source: np.ndarray, flow_from_sour
 
 #: Gaussian blur (sigma, px) of the photometric residual: single-pixel noise and aliasing do not count as a failure.
 RESIDUAL_SIGMA = 1.5
+#: How far (px) the blur reads around a pixel: a residual computed over a ``region`` is exact inside the region
+#: shrunk by this much.
+RESIDUAL_REACH = int(np.ceil(4 * RESIDUAL_SIGMA))
 
 
 def photometric_residual(frame: np.ndarray, source_frame: np.ndarray, flow_to_source: np.ndarray,
@@ -75,8 +78,10 @@ def photometric_residual(frame: np.ndarray, source_frame: np.ndarray, flow_to_so
 
     The channel mean of ``|frame - warp_backward(source_frame)|`` (both (H, W, 3) uint8, any colour order, warped with
     the same flows and check as the prior), blurred with a Gaussian of :data:`RESIDUAL_SIGMA` px. Pixels the warp
-    rejects have no source value (0), so they count as failures. With ``region``, only that window is meaningful.
+    rejects have no source value (0), so they count as failures. With ``region``, only that window is computed and the
+    values equal the full-frame ones at least :data:`RESIDUAL_REACH` px inside its edges (or at the image border).
     """
     warped = warp_backward(source_frame.astype(np.float32), flow_to_source, flow_from_source, max_error, region)
     diff = np.abs(frame.astype(np.float32) - warped).mean(axis=2)
-    return cv2.GaussianBlur(diff, (0, 0), RESIDUAL_SIGMA)
+    size = 2 * RESIDUAL_REACH + 1
+    return cv2.GaussianBlur(diff, (size, size), RESIDUAL_SIGMA)

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from vsreid.data.crops import boxes_from_labels, crop_resize, scale_box
-from vsreid.data.warp import photometric_residual, warp_backward
+from vsreid.data.warp import RESIDUAL_REACH, photometric_residual, warp_backward
 
 from .boxes import enclosing_iou
 from .source import SequenceSource
@@ -91,7 +91,9 @@ class Propagator:
             if not go_on:
                 break
             priors = [warped[..., i + 1] for i in selected]
-            residual = photometric_residual(source.frame(t), source.frame(src), to_src, from_src, cfg.max_flow_error)
+            # only where the crops read, widened by the blur's reach: the same values as over the whole frame
+            residual = photometric_residual(source.frame(t), source.frame(src), to_src, from_src, cfg.max_flow_error,
+                                            _window(boxes[selected], RESIDUAL_REACH, warped.shape[:2]))
             self._predict_objects(source, state, t, selected, boxes, priors, to_src, residual)
             if progress:
                 progress(t)
@@ -161,6 +163,13 @@ class Propagator:
         for k, i in enumerate(objects):
             x1, y1, x2, y2 = boxes[i]
             state.set_object(t, i, boxes[i], cv2.resize(fg[k], (x2 - x1, y2 - y1), interpolation=cv2.INTER_LINEAR))
+
+
+def _window(boxes: np.ndarray, margin: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The (x0, y0, x1, y1) window holding every box of ``boxes`` (K, 4), widened by ``margin``, inside (H, W)."""
+    h, w = shape
+    return (max(int(boxes[:, 0].min()) - margin, 0), max(int(boxes[:, 1].min()) - margin, 0),
+            min(int(boxes[:, 2].max()) + margin, w), min(int(boxes[:, 3].max()) + margin, h))
 
 
 def _boxes(index_labels: np.ndarray, num_objects: int, enlarge: float) -> np.ndarray:
