@@ -59,6 +59,10 @@ def test_split_files_2017_and_2016(tmp_path):
     assert r.sequences("val") == ["b", "a"]
     assert r.sequences("train") == ["a", "b"]
     assert r.sequences(sequences=["b"]) == ["b"]
+    assert r.sequences("train", ["b"]) == ["b"]
+    make_root(tmp_path, "c")
+    with pytest.raises(DataError, match=r"ImageSets/480p/train.txt: c not in split 'train'"):
+        r.sequences("train", ["b", "c"])
     with pytest.raises(DataError, match="split 'test' not found"):
         r.sequences("test")
 
@@ -81,6 +85,18 @@ def test_rgb_annotation(tmp_path):
     with pytest.raises(DataError) as e:
         DavisRoot(root).validate("seq")
     assert one_line(e) == f"{root}/Annotations/480p/seq/00002.png: RGB image, expected a palette or grayscale id map"
+
+
+def test_opaque_grayscale_alpha_annotation_reads_as_grayscale(tmp_path):
+    """The official DAVIS 2016 package has one LA-mode mask (bear/00077.png) with a fully opaque alpha."""
+    mask = np.zeros((24, 32), np.uint8)
+    mask[5:10, 5:12] = 255
+    path = tmp_path / "la.png"
+    Image.fromarray(np.stack([mask, np.full_like(mask, 255)], -1), mode="LA").save(path)
+    assert np.array_equal(read_labels(path), (mask == 255).astype(np.uint8))
+    Image.fromarray(np.stack([mask, np.full_like(mask, 7)], -1), mode="LA").save(path)
+    with pytest.raises(DataError, match="transparent pixels"):
+        read_labels(path)
 
 
 def test_annotation_size_differs_from_frame(tmp_path):

@@ -106,9 +106,14 @@ class DavisRoot:
         return names
 
     def sequences(self, set_name: str | None = None, sequences: list[str] | None = None) -> list[str]:
-        """The sequences to work on: an explicit list, a split, or every folder under ``JPEGImages``."""
+        """The sequences to work on: an explicit list (which must belong to the split when one is given too), a
+        split, or every folder under ``JPEGImages``."""
         if sequences:
             names = list(sequences)
+            if set_name:
+                outside = sorted(set(names) - set(self.read_split(set_name)))
+                if outside:
+                    raise DataError(self.split_file(set_name), f"{', '.join(outside)} not in split '{set_name}'")
         elif set_name:
             names = self.read_split(set_name)
         else:

@@ -32,7 +32,8 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     """Read an annotation PNG as an id map (H, W) uint8.
 
     Palette (``P``) PNGs give their indices, 8-bit grayscale (``L``) PNGs their values; a grayscale mask holding only
-    0 and 255 is a DAVIS-2016 binary mask and becomes object 1. RGB and other modes are rejected.
+    0 and 255 is a DAVIS-2016 binary mask and becomes object 1. Grayscale with an opaque alpha channel is read as
+    grayscale; RGB and other modes are rejected.
     """
     path = Path(path)
     try:
@@ -44,7 +45,11 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
         raise DataError(path, "file not found") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(path, f"unreadable image ({e})") from None
-    if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "LA", "PA"):
+    if mode == "LA":  # the official DAVIS 2016 package has one (bear/00077.png), its alpha fully opaque
+        if not (labels[..., 1] == 255).all():
+            raise DataError(path, "grayscale image with transparent pixels, expected a palette or grayscale id map")
+        labels, mode = np.ascontiguousarray(labels[..., 0]), "L"
+    if mode in ("RGB", "RGBA", "CMYK", "YCbCr", "PA"):
         raise DataError(path, f"{mode} image, expected a palette or grayscale id map")
     if mode == "1":
         return labels.astype(np.uint8)
