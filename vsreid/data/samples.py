@@ -11,8 +11,9 @@ A sample is a dict of numpy arrays (the default collate turns them into tensors)
     target  int64   (S, S)     1 = the object, 0 = elsewhere, 255 = ignore (void pixels and padding)
 
 Training crops (original Caffe layer): the object's tight ground-truth box, each side jittered by up to +-20% of the
-box size, then enlarged by 30% per side and clipped to the frame; a random flip/rotation/scale about the box centre is
-folded into the same affine warp, so every array is warped once, straight from the full frame to S x S.
+box size, then enlarged by 30% per side and clipped to the frame, resampled to S x S. With augmentation the crop is cut
+with a margin (``Augmenter.canvas``) and albumentations flips, rotates and scales it about its centre before the centre
+S x S square is kept, so the rotated corners show frame content (see ``vsreid.data.augment``).
 
 Sample sources:
 
@@ -39,7 +40,7 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from .augment import Augmentation, warp, warp_flow
+from .augment import Augmentation, Augmenter, warp, warp_flow
 from .crops import crop_resize, object_box
 from .davis import DavisRoot
 from .deform import deform_mask
@@ -139,7 +140,8 @@ class _Sampler:
         self.erode_share = erode_share
         self.samples_per_epoch = samples_per_epoch
         self.seed = seed
-        self.augmentation = _as_augmentation(augment)
+        augmentation = _as_augmentation(augment)
+        self.augmenter = Augmenter(augmentation, size) if augmentation is not None else None
         self.jitter = jitter
         self.context = context
         self.min_area = min_area
@@ -155,8 +157,8 @@ class _Sampler:
         return np.random.default_rng((self.seed, self.epoch, index))
 
     def _geometry(self, mask: np.ndarray, rng: np.random.Generator):
-        """The in->out (3, 3) matrix from the frame to the S x S crop, the (2, 2) flow-vector map, and the frame
-        region (x0, y0, x1, y1) that the crop reads."""
+        """The in->out (3, 3) matrix from the frame to the crop (to the augmenter's canvas, whose centre S x S square
+        is the crop, when augmenting) and the frame region (x0, y0, x1, y1) that it reads."""
         h, w = mask.shape
         x1, y1, x2, y2 = (float(v) for v in object_box(mask, enlarge=0.0))
         bw, bh = x2 - x1, y2 - y1
@@ -167,37 +169,35 @@ class _Sampler:
         x2 = float(np.clip(x2 + self.context * bw, x1 + 1, w))
         y1 = float(np.clip(y1 - self.context * bh, 0, h - 1))
         y2 = float(np.clip(y2 + self.context * bh, y1 + 1, h))
-        s = self.size
-        crop = np.array([[s / (x2 - x1), 0, (0.5 - x1) * s / (x2 - x1) - 0.5],
-                         [0, s / (y2 - y1), (0.5 - y1) * s / (y2 - y1) - 0.5], [0, 0, 1]])  # cv2.resize's mapping
-        aug = np.eye(3)
-        if self.augmentation is not None:
-            # about the crop's centre in pixel-centre coordinates, so that a flip mirrors the crop exactly
-            aug = self.augmentation.draw_geometry(rng).matrix(((x1 + x2 - 1) / 2, (y1 + y2 - 1) / 2))
-        matrix = crop @ aug
-        corners = np.array([[-0.5, -0.5, 1], [s - 0.5, -0.5, 1], [-0.5, s - 0.5, 1], [s - 0.5, s - 0.5, 1]])
+        s, pad = self.size, (self.augmenter.pad if self.augmenter else 0)
+        matrix = np.array([[s / (x2 - x1), 0, (0.5 - x1) * s / (x2 - x1) - 0.5 + pad],
+                           [0, s / (y2 - y1), (0.5 - y1) * s / (y2 - y1) - 0.5 + pad], [0, 0, 1]])  # cv2.resize's
+        side = s + 2 * pad
+        corners = np.array([[-0.5, -0.5, 1], [side - 0.5, -0.5, 1], [-0.5, side - 0.5, 1], [side - 0.5, side - 0.5, 1]])
         src = (np.linalg.inv(matrix) @ corners.T)[:2]
         rx0, ry0 = np.floor(src.min(1)).astype(int) - 1
         rx1, ry1 = np.ceil(src.max(1)).astype(int) + 2
         region = (max(rx0, 0), max(ry0, 0), min(max(rx1, 1), w), min(max(ry1, 1), h))
-        return matrix, aug[:2, :2], region
+        return matrix, region
 
-    def _render(self, matrix, linear, rng, image, labels, obj, prior, flow, residual=None) -> dict[str, np.ndarray]:
-        """Warp the full-frame arrays to the crop. ``prior`` (H, W) bool or None, ``flow`` (H, W, 2) or None,
-        ``residual`` (H, W) float32 or None."""
-        s = (self.size, self.size)
-        img = warp(image, matrix, s).astype(np.float32) / 255
-        if self.augmentation is not None:
-            img = self.augmentation.photometric(img, rng)
-        lab = warp(labels, matrix, s, cv2.INTER_NEAREST, fill=VOID)
+    def _render(self, matrix, rng, image, labels, obj, prior, flow, residual=None) -> dict[str, np.ndarray]:
+        """Cut the full-frame arrays to the crop and augment them. ``prior`` (H, W) bool or None, ``flow``
+        (H, W, 2) or None, ``residual`` (H, W) float32 or None."""
+        side = self.size + 2 * (self.augmenter.pad if self.augmenter else 0)
+        c = (side, side)
+        img = warp(image, matrix, c).astype(np.float32) / 255
+        lab = warp(labels, matrix, c, cv2.INTER_NEAREST, fill=VOID)
+        p = np.zeros(c, np.float32) if prior is None else \
+            warp(prior.view(np.uint8) * np.uint8(255), matrix, c).astype(np.float32) / 255
+        f = np.zeros(c + (2,), np.float32) if flow is None else warp_flow(flow, matrix, c)
+        r = np.zeros(c, np.float32) if residual is None else warp(residual, matrix, c)
+        if self.augmenter is not None:
+            out = self.augmenter(rng, img, lab, p, r, f)
+            img, lab, p, r, f = out["image"], out["labels"], out["prior"], out["residual"], out["flow"]
         target = np.where(lab == obj, 1, np.where(lab == VOID, VOID, 0)).astype(np.int64)
-        p = np.zeros(s, np.float32) if prior is None else \
-            warp(prior.view(np.uint8) * np.uint8(255), matrix, s).astype(np.float32) / 255
-        f = np.zeros(s + (2,), np.float32) if flow is None else warp_flow(flow, matrix, s, linear)
-        r = np.zeros(s, np.float32) if residual is None else warp(residual, matrix, s)
         return {"image": np.ascontiguousarray(img.transpose(2, 0, 1)),
                 "flow": np.ascontiguousarray(f.transpose(2, 0, 1)),
-                "prior": p[None], "residual": r[None], "target": target}
+                "prior": np.ascontiguousarray(p)[None], "residual": np.ascontiguousarray(r)[None], "target": target}
 
 
 class PropagationSamples(_Sampler):
@@ -275,7 +275,7 @@ class PropagationSamples(_Sampler):
         obj = int(_pick(rng, ids))
         labels = store.labels(seq, t)
         mask = labels == obj
-        matrix, linear, region = self._geometry(mask, rng)
+        matrix, region = self._geometry(mask, rng)
         toward_source, toward_target = (flows.backward, flows.forward) if forward else (flows.forward, flows.backward)
         to_source = _chained_flow(toward_source, seq, t, -step, gap)
         residual = None
@@ -286,7 +286,7 @@ class PropagationSamples(_Sampler):
             prior = warp_backward(store.labels(seq, src), to_source, from_source, region=region) == obj
             residual = photometric_residual(store.frame(seq, t), store.frame(seq, src), to_source, from_source,
                                             region=region)
-        return self._render(matrix, linear, rng, store.frame(seq, t), labels, obj, prior, to_source, residual)
+        return self._render(matrix, rng, store.frame(seq, t), labels, obj, prior, to_source, residual)
 
     def _static(self, rng):
         k, seq, t = _pick(rng, self.static)
@@ -297,9 +297,9 @@ class PropagationSamples(_Sampler):
         obj = int(_pick(rng, ids))
         labels = store.labels(seq, t)
         mask = labels == obj
-        matrix, linear, _ = self._geometry(mask, rng)
+        matrix, _ = self._geometry(mask, rng)
         prior = None if rng.random() < self.p_zero_prior else deform_mask(mask, rng, erode_share=self.erode_share)
-        return self._render(matrix, linear, rng, store.frame(seq, t), labels, obj, prior, None)
+        return self._render(matrix, rng, store.frame(seq, t), labels, obj, prior, None)
 
 
 class FirstFrameSamples(_Sampler):
@@ -346,9 +346,9 @@ class FirstFrameSamples(_Sampler):
         obj = int(_pick(rng, ids))
         labels = self.store.labels(seq, t)
         mask = labels == obj
-        matrix, linear, _ = self._geometry(mask, rng)
+        matrix, _ = self._geometry(mask, rng)
         prior = deform_mask(mask, rng, erode_share=self.erode_share)
-        return self._render(matrix, linear, rng, self.store.frame(seq, t), labels, obj, prior, self._flow(seq, t))
+        return self._render(matrix, rng, self.store.frame(seq, t), labels, obj, prior, self._flow(seq, t))
 
 
 class EvalPairs:
