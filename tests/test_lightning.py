@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from PIL import Image
@@ -75,7 +76,7 @@ def test_pretrain_data_augments_as_configured(synth):
                                 num_workers=0, flow_preset="ultrafast", augment=augment)
         dm.prepare_data()
         dm.setup("fit")
-        assert dm.train_samples.augmentation == expected
+        assert dm.train_samples.augmenter.config == expected
 
 
 def _predict(cfg: Path, out: Path, *extra: str, **kw):
@@ -106,6 +107,45 @@ def test_predict_two_processes_equals_one(synth, tmp_path):
     ranks = {n: json.loads((tmp_path / "two" / n / ".done").read_text())["rank"] for n in names}
     assert ranks == expected_rank and set(ranks.values()) == {0, 1}
     assert read_labels(tmp_path / "one" / names[0] / "00000.png").max() == 2
+
+
+def _jf(root: Path, out: Path, names: list[str]) -> float:
+    from vsreid.metrics.evaluation import evaluate_sequence, global_table, object_statistics
+
+    davis = DavisRoot(root)
+    stats = [object_statistics(*evaluate_sequence(
+        np.stack([read_labels(out / n / f"{st}.png") for st in davis.frame_stems(n)]), davis.read_annotations(n),
+        name=n)) for n in names]
+    return 100 * global_table(np.concatenate(stats).mean(axis=0))["J&F-Mean"]
+
+
+@pytest.mark.ddp
+def test_multi_device_predict_returns_after_every_rank_and_stays_within_tolerance(tmp_path):
+    """Rank 1 gets four sequences (four finetunings) against rank 0's one long one: when the command returns, every
+    sequence is marked done, and with online finetuning (a float path that depends on the thread count) J&F stays
+    within 0.3 of one process."""
+    root = tmp_path / "synth"
+    names = synthetic_root(root, lengths=(100, 26, 26, 26, 26), seed=5)
+    costs = [len(DavisRoot(root).frame_stems(n)) * 2 for n in names]
+    assert [len(s) for s in balanced_shards(costs, 2)] == [1, 4]
+    weights = tiny_weights(tmp_path / "tiny.pt")
+    cfg = predict_config(tmp_path / "predict.yaml", root, weights, tmp_path / "logs", reid=False)
+    finetune = ["--finetune_steps", "4", "--model.finetune_crop_size", "65"]
+    _predict(cfg, tmp_path / "one", *finetune)
+    # output to files, not pipes: a pipe would also wait for the other rank, which holds it open (a shell does not)
+    log = tmp_path / "two.log"
+    with open(log, "w") as f:
+        code = subprocess.run([sys.executable, "-m", "vsreid", "predict", "-c", str(cfg), "--output",
+                               str(tmp_path / "two"), *finetune, "--trainer.devices", "2", "--trainer.strategy", "ddp"],
+                              cwd=REPO, stdout=f, stderr=subprocess.STDOUT, timeout=600).returncode
+    done = sorted(p.parent.name for p in (tmp_path / "two").glob("*/.done"))
+    assert code == 0, log.read_text()[-4000:]
+    assert done == sorted(names), f"returned with {done} done"
+    assert f"{len(names)} sequence(s) written to {tmp_path / 'two'} by 2 process(es)" in log.read_text()
+    ranks = {n: json.loads((tmp_path / "two" / n / ".done").read_text())["rank"] for n in names}
+    assert sorted(ranks.values()) == [0, 1, 1, 1, 1]
+    one, two = _jf(root, tmp_path / "one", names), _jf(root, tmp_path / "two", names)
+    assert abs(one - two) <= 0.3, (one, two)
 
 
 def test_interrupted_predict_resumes_without_partial_files(synth, tmp_path):

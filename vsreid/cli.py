@@ -58,7 +58,13 @@ def _run_tool(name: str, argv: list[str]) -> int:
 def _run_lightning(argv: list[str]) -> int:
     from vsreid.lightning.cli import run_lightning_cli
 
-    run_lightning_cli(argv)
+    cli = run_lightning_cli(argv)
+    # DDP launched by this process: return only when every other rank has exited, failing with the first failure
+    for rank, proc in enumerate(getattr(getattr(cli.trainer.strategy, "launcher", None), "procs", []), start=1):
+        code = proc.wait()
+        if code != 0:
+            print(f"vsreid {argv[0]}: error: local rank {rank} exited with code {code}", file=sys.stderr)
+            return code if code > 0 else 1
     return 0
 
 

@@ -108,6 +108,21 @@ class DavisWriter(BasePredictionWriter):
         atomic_write_bytes(marker, json.dumps({"frames": len(stems), "rank": trainer.global_rank}).encode())
         prediction.extras["labels"] = labels
 
+    def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Wait until every rank has written and marked its sequences, then check them all and report on rank 0."""
+        trainer.strategy.barrier("vsreid-predict-end")
+        items = getattr(trainer.datamodule, "items", None)
+        if items is None:
+            return
+        names = [it.sequence for it in items]
+        missing = [n for n in names if not is_finished(self.output, n)]
+        if missing:
+            raise RuntimeError(f"{self.output}: no {DONE_MARKER} for {', '.join(missing)} after every rank finished")
+        if trainer.is_global_zero:
+            skipped = getattr(trainer.datamodule, "skipped", [])
+            print(f"vsreid predict: {len(names)} sequence(s) written to {self.output} by {trainer.world_size} "
+                  f"process(es)" + (f"; {len(skipped)} already finished there, skipped" if skipped else ""))
+
 
 class PredictionMonitor(Callback):
     """TensorBoard during predict: overlays of a few frames per sequence, and per-sequence J&F when ground truth
