@@ -20,7 +20,7 @@ from vsreid.data.davis import DavisRoot
 from vsreid.data.labels import write_frame, write_labels
 from vsreid.engine import PropagationConfig, segment_sequence
 from vsreid.engine.reid import AppearanceReID
-from vsreid.lightning.checkpoints import load_network
+from vsreid.models.checkpoints import load_network
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "checkpoints" / "vsreid_lite0.pt"
 T, H, W, N = 100, 480, 854, 5

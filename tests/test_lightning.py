@@ -178,7 +178,7 @@ def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
     import torch
 
     from vsreid.commands.export_model import export
-    from vsreid.lightning.checkpoints import load_network
+    from vsreid.models.checkpoints import load_network
     from vsreid.lightning.module import VSReIDModule
 
     torch.manual_seed(0)
@@ -257,7 +257,7 @@ def test_validation_measures_the_network_as_predict_runs_it(synth):
 def test_weight_average_is_what_validation_checkpoints_and_prediction_use(tmp_path):
     import torch
 
-    from vsreid.lightning.checkpoints import load_network
+    from vsreid.models.checkpoints import load_network
     from vsreid.lightning.module import VSReIDModule
     from vsreid.models.mp2s import rgb_to_mp2s
 

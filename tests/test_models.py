@@ -65,7 +65,7 @@ def test_resnet101_state_dict_matches_original_keys():
 
 def test_from_original_round_trip(small_mp2s, tmp_path):
     path = tmp_path / "MP2S.pth.tar"
-    _save_original(small_mp2s, path, config=argparse.Namespace(name="MP2S"))  # needs weights_only=False
+    _save_original(small_mp2s, path, config=argparse.Namespace(name="MP2S"), best_prec=np.float64(0.8), epoch=3)
     loaded = MP2S.from_original(path, backbone="resnet18")
     assert not loaded.training
     image, flow, prior = _inputs(1, 65)

@@ -58,7 +58,11 @@ def _run_tool(name: str, argv: list[str]) -> int:
 def _run_lightning(argv: list[str]) -> int:
     from vsreid.lightning.cli import run_lightning_cli
 
-    cli = run_lightning_cli(argv)
+    try:
+        cli = run_lightning_cli(argv)
+    except DataError as e:
+        print(f"vsreid {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
     # DDP launched by this process: return only when every other rank has exited, failing with the first failure
     for rank, proc in enumerate(getattr(getattr(cli.trainer.strategy, "launcher", None), "procs", []), start=1):
         code = proc.wait()

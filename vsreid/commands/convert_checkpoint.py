@@ -6,6 +6,7 @@ The result works with `vsreid predict -c configs/predict_davis2017.yaml --ckpt_p
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import lightning
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         convert(args.original, args.output)
     except ValueError as err:
-        print(f"vsreid convert-checkpoint: error: {err}")
+        print(f"vsreid convert-checkpoint: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {args.output} (MP2S ResNet-101, paper configuration)")
     return 0

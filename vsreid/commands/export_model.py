@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def export(checkpoint: Path, output: Path, half: bool = True) -> Path:
-    from vsreid.lightning.checkpoints import read_network
+    from vsreid.models.checkpoints import read_network
 
     state, network = read_network(checkpoint)
     if half:

@@ -10,6 +10,8 @@ import sys
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
+from vsreid.models.safe_load import load_checkpoint_file
+
 from .callbacks import DavisWriter, PredictionMonitor, ReIDRecovery
 from .module import VSReIDModule
 
@@ -31,13 +33,28 @@ class VSReIDCLI(LightningCLI):
         if given:
             self.parser.error(f"--{given[0]} applies to 'predict' only")
 
+    def _parse_ckpt_path(self) -> None:
+        """Refuse a ``--ckpt_path`` file that would run code when loaded (one line naming it) before Lightning reads
+        its hyperparameters; the trainer then loads it weights-only too."""
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and ckpt not in ("last", "best", "hpc", "registry"):
+            load_checkpoint_file(ckpt)
+        super()._parse_ckpt_path()
+
+    def _force_weights_only(self, subcommand: str) -> None:
+        self.config_init[subcommand]["weights_only"] = True
+
     def before_fit(self) -> None:
         self._predict_only("fit")
+        self._force_weights_only("fit")
 
     def before_validate(self) -> None:
         self._predict_only("validate")
+        self._force_weights_only("validate")
 
     def before_predict(self) -> None:
+        self._force_weights_only("predict")
         cfg = self.config["predict"]
         callbacks = self.trainer.callbacks
         writer = next((c for c in callbacks if isinstance(c, DavisWriter)), None)

@@ -14,10 +14,10 @@ from lightning.pytorch import LightningModule
 from vsreid.data.crops import paste_back
 from vsreid.engine.predictor import PatchPredictor, mirrored
 from vsreid.engine.propagator import PropagationConfig, Propagator
+from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights
 from vsreid.models.losses import lovasz_iou_loss
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 
-from .checkpoints import EMA_PREFIX, PREFIX, load_network_weights
 from .visuals import log_grid
 
 IGNORE = 255

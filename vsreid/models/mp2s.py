@@ -11,7 +11,6 @@ Flow is fed as raw pixel displacements (u, v), the prior as-is.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from .aspp import ASPP
 from .efficientnet_lite import efficientnet_lite0
 from .guided import GuidedFilter
 from .refine import BoundaryRefiner
+from .safe_load import load_checkpoint_file
 from .sense_resnet import sense_resnet
 
 #: Initial logit margin of the optional prior skip: with it the untrained network starts by copying its prior.
@@ -209,11 +209,11 @@ class MP2S(nn.Module):
 
         Only missing ``num_batches_tracked`` buffers are back-filled (with 0); any other missing/unexpected key or
         shape mismatch raises ``ValueError`` naming the file. ``backbone`` exists so tests can use a small depth.
-        Falls back to ``torch.load(weights_only=False)`` (arbitrary unpickling: trusted files only) when the file
-        holds more than tensors and plain containers.
+        Loaded weights-only (with the legacy metadata types admitted): a file that would run code is refused
+        (:mod:`vsreid.models.safe_load`).
         """
         path = Path(path)
-        checkpoint = load_checkpoint_file(path, map_location)
+        checkpoint = load_checkpoint_file(path, map_location, legacy=True)
         if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
             raise ValueError(f"{path}: expected a dict with a 'state_dict' entry (the original MP2S.pth.tar format)")
         state = dict(checkpoint["state_dict"])
@@ -244,18 +244,6 @@ def _band(prior: torch.Tensor, radius: int) -> torch.Tensor:
     blurred = F.avg_pool2d(prior.float(), (1, k), stride=1, padding=(0, radius), count_include_pad=False)
     blurred = F.avg_pool2d(blurred, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
     return (8 * blurred * (1 - blurred)).clamp(0, 1)
-
-
-def load_checkpoint_file(path: Path, map_location="cpu"):
-    """``torch.load`` with ``weights_only=True``, falling back to full unpickling only for non-tensor content."""
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" not in str(err):
-            raise ValueError(f"{path}: not a PyTorch checkpoint ({err})") from None
-    except (EOFError, KeyError, RuntimeError) as err:
-        raise ValueError(f"{path}: not a PyTorch checkpoint ({type(err).__name__}: {err})") from None
-    return torch.load(path, map_location=map_location, weights_only=False)
 
 
 def _truncate(keys: list[str], limit: int = 8) -> str:

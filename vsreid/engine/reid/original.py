@@ -3,11 +3,11 @@
 ``PersonSearch/480p/<set>.pkl`` and ``ObjectSearch/480p/<set>.pkl`` are lists indexed by a global frame counter that
 runs over all the split's sequences concatenated in split order; element ``g`` is a list over objects (index = id - 1)
 of (K, >=6) arrays whose columns 0-3 are x1, y1, x2, y2 (480p pixels) and column 5 the score. ``Class/480p/<set>.pkl``
-maps a sequence to its per-object class-score vectors. All three are Python-2 pickles (read with latin-1).
+maps a sequence to its per-object class-score vectors. All three are Python-2 pickles, read with latin-1 through an
+unpickler that admits only NumPy and plain data (``vsreid.data.safe_pickle``).
 """
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,19 +15,10 @@ import numpy as np
 
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
+from vsreid.data.safe_pickle import load_data_pickle
 
 KINDS = ("person", "object")
 KEEP_COLUMNS = [0, 1, 2, 3, 5]
-
-
-def _load(path: Path):
-    try:
-        with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
-    except FileNotFoundError:
-        raise DataError(path, "file not found") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
-        raise DataError(path, f"unreadable pickle ({type(e).__name__}: {e})") from None
 
 
 class OriginalSearchResults:
@@ -55,14 +46,14 @@ class OriginalSearchResults:
         self.paths = {"person": Path(person_pkl), "object": Path(object_pkl), "class": Path(class_pkl)}
         self.search = {}
         for kind in KINDS:
-            rows = _load(self.paths[kind])
+            rows = load_data_pickle(self.paths[kind])
             if not isinstance(rows, (list, tuple)):
                 raise DataError(self.paths[kind], f"expected a list over frames, got {type(rows).__name__}")
             if len(rows) != total:
                 raise DataError(self.paths[kind], f"{len(rows)} frames, but the split's {len(self.sequences)} "
                                                   f"sequences have {total} frames in total")
             self.search[kind] = rows
-        self.classes = _load(self.paths["class"])
+        self.classes = load_data_pickle(self.paths["class"])
         if not isinstance(self.classes, dict):
             raise DataError(self.paths["class"], f"expected a dict video -> class scores, "
                                                  f"got {type(self.classes).__name__}")

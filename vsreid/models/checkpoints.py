@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vsreid.models.mp2s import MP2S, load_checkpoint_file
+from .mp2s import MP2S
+from .safe_load import load_checkpoint_file
 
 PREFIX = "net."
 EMA_PREFIX = "net_ema."
@@ -16,9 +17,6 @@ def read_network(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None
     """One load of ``path`` (a Lightning checkpoint with keys ``net.*``, an exported weights file or an original
     checkpoint): its MP2S state dict and the MP2S arguments recorded with it (None when absent). A checkpoint that
     kept a weight average (``net_ema.*``) gives the average."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: checkpoint not found")
     ckpt = load_checkpoint_file(path)
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
