@@ -133,14 +133,17 @@ def test_missing_annotation_when_required(tmp_path):
     assert one_line(e).endswith("seq/00003.png: annotation missing for this frame")
 
 
-@pytest.mark.parametrize("content", [b"", b"not a jpeg at all", b"\xff\xd8\xff\xe0garbage"])
-def test_unreadable_jpeg(tmp_path, content):
+@pytest.mark.parametrize("content, problem", [
+    (b"", "unreadable image (not a valid JPEG/PNG)"), (b"not a jpeg at all", "unreadable image (not a valid JPEG/PNG)"),
+    (b"\xff\xd8\xff\xe0garbage", "truncated JPEG (no end-of-image marker)"), ("half", "truncated JPEG (no end-of-image marker)")])
+def test_unreadable_jpeg(tmp_path, content, problem):
     root = make_root(tmp_path)
-    (root / "JPEGImages/480p/seq/00002.jpg").write_bytes(content)
+    path = root / "JPEGImages/480p/seq/00002.jpg"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if content == "half" else content)
     DavisRoot(root).validate("seq")  # only the first frame is decoded by default
     with pytest.raises(DataError) as e:
         DavisRoot(root).validate("seq", check_all_frames=True)
-    assert one_line(e).endswith("seq/00002.jpg: unreadable image (not a valid JPEG/PNG)")
+    assert one_line(e).endswith(f"seq/00002.jpg: {problem}")
 
 
 def test_unreadable_first_jpeg(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import sys
 
 from vsreid.data.errors import DataError
@@ -55,9 +56,35 @@ def _run_tool(name: str, argv: list[str]) -> int:
         return 2
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A stream handler writing to whatever ``sys.stdout`` is when a record is emitted."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns one; the property always answers sys.stdout
+        pass
+
+
+def _info_to_stdout() -> None:
+    """Lightning's progress notes ("GPU available: ...", tips) go to stdout, so stderr holds only problems."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+                replacement = _StdoutHandler()
+                replacement.setLevel(handler.level)
+                replacement.setFormatter(handler.formatter)
+                logger.addHandler(replacement)
+
+
 def _run_lightning(argv: list[str]) -> int:
     from vsreid.lightning.cli import run_lightning_cli
 
+    _info_to_stdout()
     try:
         cli = run_lightning_cli(argv)
     except DataError as e:

@@ -15,7 +15,6 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from .errors import DataError
@@ -163,12 +162,18 @@ class DavisRoot:
 
         Checks: frame numbering without gaps, every annotation has its frame, annotations are id maps (not RGB) of the
         frame size, the first frame is annotated and not empty, at most 254 objects. With ``check_all_frames`` every
-        JPEG is decoded (otherwise only the first); with ``require_all_annotations`` every frame needs an annotation.
+        frame is decoded and checked for truncation (otherwise only the first); with ``require_all_annotations``
+        every frame needs an annotation.
         Non-contiguous object ids are reported in the log and kept in ``object_ids``.
         """
         paths = self.frame_paths(seq)
         stems = [p.stem for p in paths]
         if all(s.isdigit() for s in stems):
+            widths = sorted({len(s) for s in stems})
+            if len(widths) > 1:
+                short = next(p for p in paths if len(p.stem) == widths[0])
+                raise DataError(short, f"frame names of {widths[0]} and {widths[-1]} digits: number frames with one "
+                                       "width (00000.jpg, 00001.jpg, ...) so that they sort in order")
             numbers = [int(s) for s in stems]
             expected = range(numbers[0], numbers[0] + len(numbers))
             if numbers != list(expected):
@@ -181,7 +186,7 @@ class DavisRoot:
         height, width = first.shape[:2]
         if check_all_frames:
             for p in paths[1:]:
-                shape = _jpeg_shape(p)
+                shape = read_frame(p).shape[:2]
                 if shape != (height, width):
                     raise DataError(p, f"frame size {shape[1]}x{shape[0]} differs from the first frame's "
                                        f"{width}x{height}")
@@ -213,11 +218,3 @@ class DavisRoot:
                 if object_ids != tuple(range(1, len(object_ids) + 1)):
                     log.warning("%s: non-contiguous object ids %s; they are kept as they are", path, list(object_ids))
         return SequenceInfo(seq, len(paths), height, width, object_ids, tuple(stems))
-
-
-def _jpeg_shape(path: Path) -> tuple[int, int]:
-    """(H, W) of an image file, decoding it fully so that a truncated file is caught."""
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise DataError(path, "unreadable image (not a valid JPEG/PNG)")
-    return img.shape[:2]

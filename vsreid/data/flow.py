@@ -200,6 +200,13 @@ class FlowCache:
         write_flo(path, flow)
         return flow
 
+    def check_existing(self, seq: str) -> int:
+        """Check the header and size of every flow file of ``seq`` already in the cache; returns how many exist."""
+        existing = [p for p in self.paths(seq) if p.exists()]
+        for path in existing:
+            self.check(seq, path)
+        return len(existing)
+
     def check(self, seq: str, path: Path) -> None:
         """Check a flow file's header and size against the frames of ``seq`` without reading the data."""
         self._check_size(seq, path, _read_header(path))

@@ -75,11 +75,16 @@ def write_labels(path: str | os.PathLike, labels: np.ndarray) -> Path:
 
 
 def read_frame(path: str | os.PathLike) -> np.ndarray:
-    """Read a JPEG/PNG frame as RGB (H, W, 3) uint8."""
-    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """Read a JPEG/PNG frame as RGB (H, W, 3) uint8; a truncated JPEG (no end-of-image marker, which the decoder
+    would fill with grey rows) is a :class:`DataError`."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise DataError(path, "file not found") from None
+    if data[:2] == b"\xff\xd8" and b"\xff\xd9" not in data[-64:].rstrip(b"\x00\r\n "):
+        raise DataError(path, "truncated JPEG (no end-of-image marker)")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
     if bgr is None:
-        if not Path(path).exists():
-            raise DataError(path, "file not found")
         raise DataError(path, "unreadable image (not a valid JPEG/PNG)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 

@@ -12,18 +12,13 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from vsreid.data.atomic import atomic_write_bytes
+from vsreid.data.davis import DavisRoot
+from vsreid.data.errors import DataError
 from vsreid.data.labels import overlay, write_labels
+from vsreid.data.results import ResultsFolder, Status
 from vsreid.engine.reid.recovery import RecoveryConfig, recover
 
 from .predict import SequencePrediction
-
-DONE_MARKER = ".done"
-
-
-def is_finished(output: str | Path, seq: str) -> bool:
-    """True when the writer completed ``seq`` under ``output`` (all frames written, marker present)."""
-    return (Path(output) / seq / DONE_MARKER).is_file()
-
 
 class ReIDRecovery(Callback):
     """Applies re-ID recovery to each predicted sequence, with the module's propagator.
@@ -48,17 +43,26 @@ class ReIDRecovery(Callback):
                                      max_rounds=max_rounds)
         self._providers: dict[str, Any] = {}
 
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Read the original pickles now (their length is checked against the split) rather than after the first
+        sequence was computed."""
+        root = getattr(trainer.datamodule, "root", None)
+        if self.enabled and self.provider == "original" and root is not None:
+            self._original(str(DavisRoot(root).root))
+
+    def _original(self, root: str):
+        from vsreid.engine.reid import OriginalSearchResults
+
+        if root not in self._providers:
+            self._providers[root] = OriginalSearchResults.from_davis_root(DavisRoot(root), self.split)
+        return self._providers[root]
+
     def _make_provider(self, prediction: SequencePrediction, device: torch.device):
-        from vsreid.engine.reid import AppearanceReID, OriginalSearchResults
+        from vsreid.engine.reid import AppearanceReID
 
         if self.provider == "appearance":
             return AppearanceReID(device=device)
-        key = prediction.item.root
-        if key not in self._providers:
-            from vsreid.data.davis import DavisRoot
-
-            self._providers[key] = OriginalSearchResults.from_davis_root(DavisRoot(key), self.split)
-        return self._providers[key]
+        return self._original(prediction.item.root)
 
     def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                              batch_idx: int, dataloader_idx: int = 0) -> None:
@@ -76,36 +80,49 @@ class ReIDRecovery(Callback):
 class DavisWriter(BasePredictionWriter):
     """Writes ``<output>/<seq>/NNNNN.png`` palette PNGs atomically; a sequence is done only when all are written.
 
-    ``draft=True`` also writes the forward pass alone to ``<output>/draft/<seq>/``. A ``.done`` marker per sequence
-    lets a rerun skip finished sequences (see :class:`DavisPredictDataModule`).
+    ``draft=True`` also writes the forward pass alone to ``<output>/draft/<seq>/``. The ``.done`` record of a
+    sequence holds ``settings`` (a digest of the settings and inputs of the run, set by the CLI), so a rerun skips
+    what the same settings finished and recomputes the rest (see :mod:`vsreid.data.results`).
     """
 
     def __init__(self, output: str, draft: bool = True, overlays: bool = False):
         super().__init__(write_interval="batch")
         self.output, self.draft, self.overlays = Path(output), draft, overlays
+        self.folder = ResultsFolder(self.output)
+        self.settings: str | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         names = [type(c).__name__ for c in trainer.callbacks]
         if "ReIDRecovery" in names and names.index("ReIDRecovery") > names.index(type(self).__name__):
             raise ValueError("callback order: ReIDRecovery must come before DavisWriter in trainer.callbacks")
+        self._check_writable()
+        self.folder.remove_orphaned_temporaries()
+
+    def _check_writable(self) -> None:
+        """Fail before any computation when the output folder cannot be written."""
+        try:
+            self.output.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(self.output / f".write-check-{os.getpid()}", b"")
+            (self.output / f".write-check-{os.getpid()}").unlink()
+        except OSError as e:
+            raise DataError(self.output, f"output folder not writable ({e.strerror or e})") from None
 
     def write_on_batch_end(self, trainer, pl_module, prediction: SequencePrediction, batch_indices, batch,
                            batch_idx: int, dataloader_idx: int = 0) -> None:
         seq = prediction.item.sequence
-        folder = self.output / seq
-        marker = folder / DONE_MARKER
-        if marker.exists():
-            marker.unlink()
+        self.folder.unmark(seq)
         stems = prediction.info.frame_stems
         labels = prediction.labels()
         for t, stem in enumerate(stems):
-            write_labels(folder / f"{stem}.png", labels[t])
+            write_labels(self.folder.sequence_dir(seq) / f"{stem}.png", labels[t])
             if self.draft:
-                write_labels(self.output / "draft" / seq / f"{stem}.png", prediction.draft[t])
+                write_labels(self.folder.draft_dir(seq) / f"{stem}.png", prediction.draft[t])
         report = prediction.extras.get("reid_report")
         if report is not None:
-            atomic_write_bytes(folder / "reid.json", json.dumps(report, indent=1).encode())
-        atomic_write_bytes(marker, json.dumps({"frames": len(stems), "rank": trainer.global_rank}).encode())
+            atomic_write_bytes(self.folder.reid_report(seq), json.dumps(report, indent=1).encode())
+        else:  # a report of an earlier run with re-ID must not outlive it
+            self.folder.reid_report(seq).unlink(missing_ok=True)
+        self.folder.mark_done(seq, len(stems), trainer.global_rank, self.settings)
         prediction.extras["labels"] = labels
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -115,9 +132,9 @@ class DavisWriter(BasePredictionWriter):
         if items is None:
             return
         names = [it.sequence for it in items]
-        missing = [n for n in names if not is_finished(self.output, n)]
+        missing = [n for n in names if self.folder.status(n, self.settings) is not Status.DONE]
         if missing:
-            raise RuntimeError(f"{self.output}: no {DONE_MARKER} for {', '.join(missing)} after every rank finished")
+            raise RuntimeError(f"{self.output}: {', '.join(missing)} not marked done after every rank finished")
         if trainer.is_global_zero:
             skipped = getattr(trainer.datamodule, "skipped", [])
             print(f"vsreid predict: {len(names)} sequence(s) written to {self.output} by {trainer.world_size} "
@@ -142,7 +159,10 @@ class PredictionMonitor(Callback):
         labels = outputs.labels() if labels is None else labels
         experiment = getattr(pl_module.logger, "experiment", None) if pl_module.logger else None
         root = outputs.source.root
-        if len(root.annotated_stems(seq)) == outputs.info.num_frames:
+        if outputs.info.num_frames < 3:
+            print(f"vsreid predict: {seq}: {outputs.info.num_frames} frame(s), no J&F (the protocol scores the frames "
+                  "between the first and the last)")
+        elif len(root.annotated_stems(seq)) == outputs.info.num_frames:
             gt = root.read_annotations(seq)
             scores = {}
             for name, pred in (("draft", outputs.draft), ("final", labels)):

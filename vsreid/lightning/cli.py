@@ -5,7 +5,11 @@
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
@@ -81,6 +85,29 @@ class VSReIDCLI(LightningCLI):
         if cfg.finetune_steps is not None:
             self.model.hparams.finetune_steps = cfg.finetune_steps
         self.config_init["predict"]["return_predictions"] = False
+        writer.settings = settings_digest(self.model, reid, self.datamodule, cfg.get("ckpt_path"))
+        if hasattr(self.datamodule, "settings"):
+            self.datamodule.settings = writer.settings
+
+
+def settings_digest(model, reid: ReIDRecovery, datamodule, ckpt_path: str | None) -> str:
+    """A digest of what determines a prediction: the module's arguments, the contents of its weights files, the
+    re-ID settings and the flow settings (not where caches or logs go)."""
+    hparams = dict(model.hparams)
+    files = {key: _file_digest(path) for key, path in (("init_from", hparams.get("init_from")), ("ckpt", ckpt_path))
+             if path and Path(path).is_file()}
+    data = {k: getattr(datamodule, k, None) for k in ("flow_method", "flow_preset", "full_resolution")}
+    record = {"model": hparams, "files": files, "reid": {"enabled": reid.enabled, "provider": reid.provider,
+                                                          "split": reid.split, **asdict(reid.config)}, "data": data}
+    return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def run_lightning_cli(argv: list[str]) -> VSReIDCLI:

@@ -10,11 +10,11 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from vsreid.data.augment import Augmentation
 from vsreid.data.davis import DavisRoot
+from vsreid.data.errors import DataError
 from vsreid.data.flow import FlowCache, make_flow_estimator
-
+from vsreid.data.results import ResultsFolder, Status
 from vsreid.data.samples import EvalPairs, FirstFrameSamples, PropagationSamples
 
-from .callbacks import is_finished
 from .predict import SequenceItem
 
 
@@ -67,12 +67,16 @@ class DavisPredictDataModule(LightningDataModule):
     Args:
         root: DAVIS root folder.
         set: split name (``ImageSets/2017/<set>.txt`` or DAVIS-2016 ``ImageSets/480p/<set>.txt``).
-        sequences: explicit sequence names (instead of ``set``); neither = every sequence of the root.
+        sequences: explicit sequence names (instead of ``set``, or within it); neither = every sequence of the root.
+            An empty list is an error; a name given twice runs once.
         flow_method, flow_preset: optical flow for missing cache files (``dis`` with a DIS preset); ``""`` = only
             read precomputed ``.flo``/``.rflo`` files.
         flow_dir: where the flow cache lives (default ``ROOT/Flow/480p``).
         full_resolution: take image crops from ``JPEGImages/Full-Resolution`` (as the original did) when present.
-        skip_finished_in: an output folder; sequences the writer completed there are skipped (resuming).
+        skip_finished_in: an output folder; sequences finished there with the settings digest ``settings`` (set by
+            the CLI) are skipped (resuming), those finished with other settings are recomputed.
+
+    Every sequence is checked (every frame decoded, annotations, sizes) before the first one is predicted.
     """
 
     def __init__(self, root: str, set: str | None = None, sequences: list[str] | None = None,
@@ -83,19 +87,42 @@ class DavisPredictDataModule(LightningDataModule):
         self.flow_method, self.flow_preset, self.flow_dir = flow_method, flow_preset, flow_dir
         self.full_resolution = full_resolution
         self.skip_finished_in = skip_finished_in
+        self.settings: str | None = None
         self.items: list[SequenceItem] = []
         self.skipped: list[str] = []
 
+    def _names(self, root: DavisRoot) -> list[str]:
+        if self.sequences is not None and not self.sequences:
+            raise DataError(root.root, "empty sequence list (--data.sequences '[]'); omit it for every sequence")
+        names = root.sequences(self.set, self.sequences)
+        unique = list(dict.fromkeys(names))
+        if len(unique) < len(names) and (self.trainer is None or self.trainer.is_global_zero):
+            print("vsreid predict: sequences given more than once run once: "
+                  + ", ".join(sorted({n for n in names if names.count(n) > 1})))
+        return unique
+
     def setup(self, stage: str) -> None:
         root = DavisRoot(self.root)
-        self.items, self.skipped = [], []
-        for seq in root.sequences(self.set, self.sequences):
-            if self.skip_finished_in and is_finished(self.skip_finished_in, seq):
+        folder = ResultsFolder(self.skip_finished_in) if self.skip_finished_in else None
+        self.items, self.skipped, redo = [], [], []
+        for seq in self._names(root):
+            info = root.validate(seq, check_all_frames=True)
+            FlowCache(root, None, flow_dir=self.flow_dir).check_existing(seq)
+            status = folder.status(seq, self.settings, info.num_frames) if folder else Status.MISSING
+            if status is Status.DONE:
                 self.skipped.append(seq)
                 continue
-            info = root.validate(seq)
+            if status is Status.STALE:
+                redo.append(seq)
             self.items.append(SequenceItem(str(root.root), seq, info.num_frames, info.num_objects, self.flow_method,
                                            self.flow_preset, self.flow_dir, self.full_resolution))
+        if self.trainer is None or self.trainer.is_global_zero:
+            if self.skipped:
+                print(f"vsreid predict: skipping {len(self.skipped)} sequence(s) finished with the same settings in "
+                      f"{folder.root}: {', '.join(self.skipped)}")
+            if redo:
+                print(f"vsreid predict: recomputing {', '.join(redo)}: finished in {folder.root} with other settings "
+                      "or another frame count")
 
     def predict_dataloader(self) -> DataLoader:
         return DataLoader(self.items, batch_size=1, sampler=BalancedSequenceSampler(self.items), collate_fn=_first)
