@@ -262,3 +262,17 @@ def test_two_concurrent_predicts_into_one_output(pristine, tmp_path):
     for png in out.rglob("*.png"):
         with Image.open(png) as im:
             im.load()
+
+
+def test_check_command_lists_every_problem(case, capfd):
+    root, _, _ = case
+    synthetic_root(root, lengths=(26, 26, 27))  # s0 (the copy's), s1, s2
+    truncate(frame(root, 3))
+    empty_first_mask_of = annotation(root, 0).parent.parent / "s2" / "00000.png"
+    write_labels(empty_first_mask_of, np.zeros_like(read_labels(empty_first_mask_of)))
+    code = main(["check", str(root), "--no-progress"])
+    out, err = capfd.readouterr()
+    assert code == 2
+    assert err.strip().splitlines() == [f"{frame(root, 3)}: truncated JPEG (no end-of-image marker)",
+                                        f"{empty_first_mask_of}: first-frame mask is empty (no object to segment)"]
+    assert "3 sequence(s)" in out and "2 problem(s)" in out

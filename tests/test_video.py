@@ -82,6 +82,13 @@ def test_mask_with_another_aspect_ratio_is_rejected(tmp_path, video):
     assert not (tmp_path / "root" / "JPEGImages" / "480p" / "clip").exists()
 
 
+def test_empty_mask_is_rejected(tmp_path, video):
+    mask = write_labels(tmp_path / "mask.png", np.zeros((90, 160), np.uint8))
+    with pytest.raises(DataError, match=r"mask.png: mask is empty \(no object to segment\)"):
+        import_video(video, tmp_path / "root", "clip", mask=mask, progress=False)
+    assert not (tmp_path / "root" / "JPEGImages" / "480p" / "clip").exists()
+
+
 def test_a_non_video_file_is_a_one_line_error(tmp_path, capsys):
     fake = tmp_path / "notes.mp4"
     fake.write_text("not a video\n")

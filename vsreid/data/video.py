@@ -12,7 +12,7 @@ import cv2
 from tqdm.auto import tqdm
 
 from .errors import DataError
-from .labels import read_labels, write_frame, write_labels
+from .labels import VOID, read_labels, write_frame, write_labels
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,8 @@ def import_video(video: str | os.PathLike, root: str | os.PathLike, name: str, h
     if not video.is_file():
         raise DataError(video, "file not found")
     labels = read_labels(mask) if mask is not None else None
+    if labels is not None and not ((labels > 0) & (labels != VOID)).any():
+        raise DataError(mask, "mask is empty (no object to segment)")
     capture = cv2.VideoCapture(str(video))
     try:
         ok, frame = capture.read() if capture.isOpened() else (False, None)
