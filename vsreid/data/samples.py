@@ -23,6 +23,10 @@ Sample sources:
   the source frame (``t.rflo`` forward, ``t.flo`` backward). With ``max_gap`` > 1 the source frame is t -+ g, g drawn
   uniformly from 1..max_gap, and both flows are chained frame by frame: a larger gap gives a prior with the larger
   errors of faster motion.
+  With probability ``p_occluder`` another training object (a donor pair of frames from any training sequence, with
+  its own flows) is pasted over both frames near the object, in front of it or behind it: frames, labels and both
+  flows change where it lands, so the prior is warped, and the residual computed, across a real object that
+  occludes or touches the one to segment (the multi-object situations of DAVIS 2017 and re-ID).
 - static frame: one annotated frame, prior = deformed ground truth, zeroed with probability 0.4, flow input zero.
 - first frame (online finetuning): the annotated frames of the sequences to finetune on, prior = deformed ground
   truth. Frame 0 has no backward flow, so its flow input is the negated forward flow ``-(0.flo)``, an approximation
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 import cv2
@@ -109,6 +114,18 @@ class _Frames:
         """Ids (1..254) with at least ``min_area`` pixels in frame t."""
         c = self.counts(seq, t)[1:VOID]
         return np.flatnonzero(c >= min_area) + 1
+
+
+@dataclass
+class _Pair:
+    """A training pair on full frames: frame t and its source frame, their id maps, and the flows between them."""
+
+    frame: np.ndarray  # (H, W, 3) uint8, frame t
+    source_frame: np.ndarray  # (H, W, 3) uint8
+    labels: np.ndarray  # (H, W) uint8 ids of frame t
+    source_labels: np.ndarray
+    to_source: np.ndarray  # (H, W, 2) float32 on t's grid
+    from_source: np.ndarray | None  # (H, W, 2) float32 on the source grid; None when the prior is not warped
 
 
 def _chained_flow(flow_of: Callable[[str, int], np.ndarray], seq: str, start: int, step: int, gap: int
@@ -218,6 +235,7 @@ class PropagationSamples(_Sampler):
         erode_share: share of deformed priors that end with an erosion instead of the original's dilation (see
             :func:`vsreid.data.deform.deform_mask`; 0.5 keeps deformed priors unbiased in size, 0 is the original).
         max_gap: video pairs span 1..max_gap frames (uniformly; 1 = neighbouring frames only, the original).
+        p_occluder: probability that a video pair gets a pasted donor object (see the module docstring).
         cache_frames, cache_labels: LRU sizes (decoded frames / annotations per root).
     """
 
@@ -226,11 +244,12 @@ class PropagationSamples(_Sampler):
                  samples_per_epoch: int = 10000, p_deform: float = 0.5, p_static: float = 0.0,
                  p_zero_prior: float = 0.4, seed: int = 0, augment: bool | Augmentation = True, jitter: float = 0.2,
                  context: float = 0.3, min_area: int = 16, erode_share: float = 0.5, max_gap: int = 1,
-                 cache_frames: int = 32, cache_labels: int = 128):
+                 p_occluder: float = 0.0, cache_frames: int = 32, cache_labels: int = 128):
         super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area, erode_share)
         if max_gap < 1:
             raise ValueError(f"max_gap must be >= 1, got {max_gap}")
         self.p_deform, self.p_static, self.p_zero_prior, self.max_gap = p_deform, p_static, p_zero_prior, max_gap
+        self.p_occluder = p_occluder
         self.stores = [_Frames(r, r.sequences(sequences=list(seqs) if seqs else None), cache_frames, cache_labels)
                        for r, seqs in roots]
         self.flows = [flow(r) for r, _ in roots] if callable(flow) else list(flow)
@@ -273,20 +292,74 @@ class PropagationSamples(_Sampler):
         if ids.size == 0:
             return None
         obj = int(_pick(rng, ids))
-        labels = store.labels(seq, t)
-        mask = labels == obj
-        matrix, region = self._geometry(mask, rng)
         toward_source, toward_target = (flows.backward, flows.forward) if forward else (flows.forward, flows.backward)
-        to_source = _chained_flow(toward_source, seq, t, -step, gap)
+        pair = _Pair(store.frame(seq, t), store.frame(seq, src), store.labels(seq, t), store.labels(seq, src),
+                     _chained_flow(toward_source, seq, t, -step, gap), None)
+        deformed = rng.random() < self.p_deform
+        if not deformed:
+            pair.from_source = _chained_flow(toward_target, seq, src, step, gap)
+        if rng.random() < self.p_occluder:
+            pair = self._with_donor(pair, obj, rng, step, gap, deformed) or pair
+        mask = pair.labels == obj
+        if not mask.any():
+            return None
+        matrix, region = self._geometry(mask, rng)
         residual = None
-        if rng.random() < self.p_deform:
+        if deformed:
             prior = deform_mask(mask, rng, erode_share=self.erode_share)
         else:
-            from_source = _chained_flow(toward_target, seq, src, step, gap)
-            prior = warp_backward(store.labels(seq, src), to_source, from_source, region=region) == obj
-            residual = photometric_residual(store.frame(seq, t), store.frame(seq, src), to_source, from_source,
+            prior = warp_backward(pair.source_labels, pair.to_source, pair.from_source, region=region) == obj
+            residual = photometric_residual(pair.frame, pair.source_frame, pair.to_source, pair.from_source,
                                             region=region)
-        return self._render(matrix, rng, store.frame(seq, t), labels, obj, prior, to_source, residual)
+        return self._render(matrix, rng, pair.frame, pair.labels, obj, prior, pair.to_source, residual)
+
+    def _with_donor(self, pair: "_Pair", obj: int, rng, step: int, gap: int, deformed: bool) -> "_Pair | None":
+        """``pair`` with a donor object pasted near object ``obj`` in both frames (None when no donor fits): another
+        training object's frames t' and t' - gap * step, scaled to 0.5-1.2x the object's size and moved to touch or
+        overlap it, in front (occluding) with probability 0.6, else behind."""
+        k, seq, fwd, bwd = _pick(rng, self.pairs)
+        store, flows = self.stores[k], self.flows[k]
+        ts = [t for t in (fwd if step == 1 else bwd) if 0 <= t - gap * step < len(store.annotated[seq])
+              and store.annotated[seq][t - gap * step]]
+        if not ts:
+            return None
+        t = _pick(rng, ts)
+        src = t - gap * step
+        donor_labels = [store.labels(seq, t), store.labels(seq, src)]
+        donor_masks = [(lab > 0) & (lab != VOID) for lab in donor_labels]
+        if donor_masks[0].sum() < self.min_area or not donor_masks[1].any():
+            return None
+        target = pair.labels == obj
+        ty, tx = np.nonzero(target)
+        dy, dx = np.nonzero(donor_masks[0])
+        t_size, d_size = max(np.ptp(tx), np.ptp(ty)) + 1, max(np.ptp(dx), np.ptp(dy)) + 1
+        scale = float(np.clip(rng.uniform(0.5, 1.2) * t_size / d_size, 0.1, 2.0))
+        angle = rng.uniform(0, 2 * np.pi)  # from the object's centre toward the donor's, about one radius apart
+        reach = 0.5 * (t_size + scale * d_size) * rng.uniform(0.3, 0.9)
+        centre = np.array([tx.mean(), ty.mean()]) + reach * np.array([np.cos(angle), np.sin(angle)])
+        affine = np.array([[scale, 0, centre[0] - scale * dx.mean()], [0, scale, centre[1] - scale * dy.mean()]])
+        h, w = target.shape
+        toward_source, toward_target = (flows.backward, flows.forward) if step == 1 else (flows.forward, flows.backward)
+        donor_flows = [_chained_flow(toward_source, seq, t, -step, gap),
+                       None if deformed else _chained_flow(toward_target, seq, src, step, gap)]
+        frames = [store.frame(seq, t), store.frame(seq, src)]
+        moved = []
+        for i in range(2):
+            m = cv2.warpAffine(donor_masks[i].astype(np.float32), affine, (w, h)) >= 0.5
+            f = cv2.warpAffine(frames[i], affine, (w, h), flags=cv2.INTER_LINEAR)
+            fl = None if donor_flows[i] is None else cv2.warpAffine(donor_flows[i], affine, (w, h)) * scale
+            moved.append((m, f, fl))
+        in_front = rng.random() < 0.6
+        out = []
+        for i, (frame, labels, flow) in enumerate(((pair.frame, pair.labels, pair.to_source),
+                                                   (pair.source_frame, pair.source_labels, pair.from_source))):
+            m, f, fl = moved[i]
+            if not in_front:
+                m = m & ~((labels > 0) & (labels != VOID))
+            donor_id = VOID - 1  # an id no DAVIS object uses: the donor is "another object"
+            out.append((np.where(m[..., None], f, frame), np.where(m, donor_id, labels).astype(np.uint8),
+                        None if flow is None else np.where(m[..., None], fl, flow).astype(np.float32)))
+        return _Pair(out[0][0], out[1][0], out[0][1], out[1][1], out[0][2], out[1][2])
 
     def _static(self, rng):
         k, seq, t = _pick(rng, self.static)

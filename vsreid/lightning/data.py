@@ -177,8 +177,9 @@ class PretrainDataModule(_SampleDataModule):
         val_frame_step: validate on every k-th frame pair.
         crop_size: side of the square crops; batch_size; samples_per_epoch: training samples per epoch.
         p_deform, p_static, erode_share: sample mix and deformations; jitter, context: crop box jitter and
-            enlargement per side, as fractions of the box; max_gap: video pairs span up to this many frames (see
-            :class:`vsreid.data.samples.PropagationSamples`).
+            enlargement per side, as fractions of the box; max_gap: video pairs span up to this many frames;
+            p_occluder: share of video pairs with another training object pasted over them, touching or occluding
+            the one to segment (see :class:`vsreid.data.samples.PropagationSamples`).
         augment: the training augmentation's ranges (``--data.init_args.augment.saturation 0.4``, ...; see
             :class:`vsreid.data.augment.Augmentation`); None = its defaults.
         flow_method, flow_preset: flow for missing cache files; flow_cache_dir: keep caches there (read-only roots).
@@ -189,10 +190,12 @@ class PretrainDataModule(_SampleDataModule):
                  val_frame_step: int = 5,
                  crop_size: int = 257, batch_size: int = 8, samples_per_epoch: int = 2000, p_deform: float = 0.5,
                  p_static: float = 0.0, erode_share: float = 0.5, jitter: float = 0.2, context: float = 0.3,
-                 max_gap: int = 1, augment: Augmentation | None = None, num_workers: int = 2, seed: int = 0,
+                 max_gap: int = 1, p_occluder: float = 0.0, augment: Augmentation | None = None,
+                 num_workers: int = 2, seed: int = 0,
                  flow_method: str = "dis", flow_preset: str = "medium", flow_cache_dir: str | None = None):
         super().__init__(crop_size, batch_size, num_workers, flow_method, flow_preset, flow_cache_dir)
         self.erode_share, self.jitter, self.context, self.max_gap = erode_share, jitter, context, max_gap
+        self.p_occluder = p_occluder
         self.augment = augment or Augmentation()
         self.train_roots, self.train_set, self.train_sequences = train_roots, train_set, train_sequences
         self.val_root, self.val_set, self.val_sequences = val_root, val_set, val_sequences
@@ -232,7 +235,8 @@ class PretrainDataModule(_SampleDataModule):
                                             size=self.crop_size, samples_per_epoch=self.samples_per_epoch,
                                             p_deform=self.p_deform, p_static=self.p_static,
                                             erode_share=self.erode_share, jitter=self.jitter, context=self.context,
-                                            max_gap=self.max_gap, augment=self.augment, seed=self.seed)
+                                            max_gap=self.max_gap, p_occluder=self.p_occluder,
+                                            augment=self.augment, seed=self.seed)
         val = self._val()
         self.val_pairs = None
         if val:
