@@ -37,6 +37,7 @@ def main() -> int:
     parser.add_argument("--finetune-steps", type=int, default=30)
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "davis_lite.yaml",
                         help="predict config to measure (default: the shipped model's)")
+    parser.add_argument("--sequences", nargs="+", help="these sequences of --root only (default: all)")
     args = parser.parse_args()
     if not args.root.is_dir():
         print(f"skipped: {args.root} not found (set VSREID_SHARED_DATA)")
@@ -49,13 +50,14 @@ def main() -> int:
         start = time.time()
         code = vsreid(["predict", "-c", str(args.config), "--data.root", str(args.root),
                        "--data.flow_dir", str(args.out / "flow"), "--output", str(out), "--finetune_steps",
-                       str(steps), "--trainer.logger.init_args.save_dir", str(args.out / "tensorboard")])
+                       str(steps), "--trainer.logger.init_args.save_dir", str(args.out / "tensorboard")]
+                      + (["--data.sequences", "[" + ",".join(args.sequences) + "]"] if args.sequences else []))
         if code:
             return code
         seconds[name] = time.time() - start
         root = DavisRoot(args.root)
-        scores[name] = {"draft": evaluate_results(root, out / "draft", progress=False),
-                        "final": evaluate_results(root, out, progress=False)}
+        scores[name] = {"draft": evaluate_results(root, out / "draft", sequences=args.sequences, progress=False),
+                        "final": evaluate_results(root, out, sequences=args.sequences, progress=False)}
     base, tuned = (per_sequence(scores[n]["final"]) for n in runs)
     names = list(runs)
     print(f"\n{'sequence':<16}" + "".join(f"{n + ': J':>28}{'J&F':>8}" for n in names))

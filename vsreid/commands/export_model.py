@@ -6,11 +6,13 @@ checkpoints/vsreid_lite0.pt. Half precision halves the size; weights are cast ba
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
 
 from vsreid.data.atomic import atomic_path
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", type=Path, help="a Lightning checkpoint of VSReIDModule (.ckpt)")
@@ -33,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         path = export(args.checkpoint, args.output, half=not args.float32)
     except ValueError as err:
-        print(f"vsreid export-model: error: {err}")
+        print(f"vsreid export-model: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB)")
     return 0
