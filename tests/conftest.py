@@ -9,6 +9,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Flow caches of the tests (and of the subprocesses they start) go to a temporary folder, not the user's."""
+    os.environ["VSREID_CACHE"] = str(tmp_path_factory.mktemp("vsreid-cache"))
+
+
 def shared_data_path() -> Path:
     return Path(os.environ.get("VSREID_SHARED_DATA", REPO.parent / "shared" / "data"))
 

@@ -276,3 +276,26 @@ def test_check_command_lists_every_problem(case, capfd):
     assert err.strip().splitlines() == [f"{frame(root, 3)}: truncated JPEG (no end-of-image marker)",
                                         f"{empty_first_mask_of}: first-frame mask is empty (no object to segment)"]
     assert "3 sequence(s)" in out and "2 problem(s)" in out
+
+
+def test_predict_says_what_it_did(case, capfd):
+    """The closing summary names the output, frames and seconds per sequence and the J&F `vsreid evaluate` prints;
+    no flow is written into the data folder and no hp_metric placeholder into TensorBoard."""
+    import re
+
+    from vsreid.metrics.evaluation import evaluate_results
+
+    root, cfg, out = case
+    code, stdout, err = predict(cfg, out, capfd=capfd)
+    assert code == 0, err
+    assert f"1 sequence(s) written to {out} by 1 process(es)" in stdout
+    row = re.search(rf"^\s+{SEQ}\s+26\s+[\d.]+\s+([\d.]+)$", stdout, re.M)
+    total = re.search(r"J&F ([\d.]+) over the 1 sequence", stdout)
+    expected = 100 * evaluate_results(root, out, sequences=[SEQ], progress=False).global_results["J&F-Mean"]
+    assert row and total and float(total.group(1)) == pytest.approx(expected, abs=0.05)
+    logdir = re.search(r"TensorBoard: tensorboard --logdir (\S+)", stdout).group(1)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(logdir).Reload().Tags()["scalars"]
+    assert f"predict/{SEQ}/J&F_final" in tags and "hp_metric" not in tags
+    assert sorted(p.name for p in root.iterdir()) == ["Annotations", "JPEGImages", "synthetic"]

@@ -34,13 +34,16 @@ def to_u8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def make_root(tmp_path, sequences=("a",), frames=5, size=(96, 128), first=0):
-    """A DAVIS-layout root whose sequences translate a texture by STEP per frame; frames named from ``first``."""
+def make_root(tmp_path, sequences=("a",), frames=5, size=(96, 128), first=0, flow_folder=True):
+    """A DAVIS-layout root whose sequences translate a texture by STEP per frame; frames named from ``first``. With
+    ``flow_folder`` it has an (empty) ``Flow/480p``, which caches then use."""
     for k, seq in enumerate(sequences):
         base = texture(*size, seed=k)
         for t in range(frames):
             img = translate(base, (STEP[0] * t, STEP[1] * t))
             write_frame(tmp_path / "JPEGImages" / "480p" / seq / f"{first + t:05d}.jpg", to_u8(img))
+    if flow_folder:
+        (tmp_path / "Flow" / "480p").mkdir(parents=True, exist_ok=True)
     return DavisRoot(tmp_path)
 
 
@@ -269,8 +272,20 @@ def test_precomputed_cache_names_the_missing_file(tmp_path):
     assert not (root.flow_dir / "a").exists()
 
 
+def test_without_a_flow_folder_the_cache_lives_in_the_user_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("VSREID_CACHE", str(tmp_path / "cache"))
+    root = make_root(tmp_path / "davis", frames=2, flow_folder=False)
+    cache = FlowCache(root, DISFlow("ultrafast"))
+    cache.fill("a", progress=False)
+    assert cache.flow_dir.parent == tmp_path / "cache" / "flow" and cache.flow_dir.name.startswith("davis-")
+    assert flow_files(cache.flow_dir / "a") == ["00000.flo", "00001.rflo"]
+    assert sorted(p.name for p in (tmp_path / "davis").iterdir()) == ["JPEGImages"]  # nothing written into the data
+    assert FlowCache(make_root(tmp_path / "other" / "davis", frames=2, flow_folder=False), None).flow_dir != \
+        cache.flow_dir  # two roots of one name do not share a cache
+
+
 def test_cache_flow_dir_can_be_elsewhere(tmp_path):
-    root = make_root(tmp_path / "davis", frames=2)
+    root = make_root(tmp_path / "davis", frames=2, flow_folder=False)
     FlowCache(root, DISFlow("ultrafast"), flow_dir=tmp_path / "flows").fill("a", progress=False)
     assert flow_files(tmp_path / "flows" / "a") == ["00000.flo", "00001.rflo"]
     assert not root.flow_dir.exists()

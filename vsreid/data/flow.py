@@ -11,6 +11,7 @@ with NNNNN the stem of frame t and FLOWROOT = ``ROOT/Flow/480p`` by default.
 from __future__ import annotations
 
 import abc
+import hashlib
 import os
 import time
 from dataclasses import dataclass
@@ -132,8 +133,25 @@ class FillStats:
     seconds: float = 0.0
 
 
+def cache_dir() -> Path:
+    """The user's vsreid cache: ``$VSREID_CACHE``, else ``$XDG_CACHE_HOME/vsreid``, else ``~/.cache/vsreid``."""
+    if os.environ.get("VSREID_CACHE"):
+        return Path(os.environ["VSREID_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vsreid"
+
+
+def default_flow_dir(root: DavisRoot) -> Path:
+    """Where a root's flows live unless told: its ``Flow/480p`` when that exists (flows the user put there, the
+    original layout), else a folder of the user cache named after the root (never inside the input data)."""
+    if root.flow_dir.is_dir():
+        return root.flow_dir
+    where = hashlib.sha1(str(root.root.resolve()).encode()).hexdigest()[:10]
+    return cache_dir() / "flow" / f"{root.root.resolve().name}-{where}"
+
+
 class FlowCache:
-    """Forward/backward flows of a DAVIS root's sequences, read from ``flow_dir`` or computed and stored there.
+    """Forward/backward flows of a DAVIS root's sequences, read from ``flow_dir`` (default: :func:`default_flow_dir`)
+    or computed and stored there.
 
     ``estimator`` None means precomputed only: a missing file is a DataError. Files whose size differs from the
     sequence's frames are rejected with a DataError (the original crashed with an IndexError).
@@ -143,7 +161,7 @@ class FlowCache:
                  flow_dir: str | os.PathLike | None = None):
         self.root = root
         self.estimator = estimator
-        self.flow_dir = Path(flow_dir) if flow_dir is not None else root.flow_dir
+        self.flow_dir = Path(flow_dir) if flow_dir is not None else default_flow_dir(root)
         self._frames: dict[str, list[Path]] = {}
         self._sizes: dict[str, tuple[int, int]] = {}
 

@@ -2,8 +2,8 @@
 
     OUT/<seq>/NNNNN.png          final id maps (DAVIS palette PNGs)
     OUT/<seq>/reid.json          what re-ID found and accepted (only when re-ID ran)
-    OUT/<seq>/.done              completion record (JSON): frames, rank, and the digest of the settings and inputs
-                                 that produced the result
+    OUT/<seq>/.done              completion record (JSON): frames, rank, compute seconds, and the digest of the
+                                 settings and inputs that produced the result
     OUT/draft/<seq>/NNNNN.png    the forward pass alone, before re-ID
 
 A sequence is finished when its ``.done`` exists; it is finished *for a run* when its record also holds that run's
@@ -69,9 +69,10 @@ class ResultsFolder:
     def unmark(self, seq: str) -> None:
         self.marker(seq).unlink(missing_ok=True)
 
-    def mark_done(self, seq: str, frames: int, rank: int, settings: str | None) -> None:
-        atomic_write_bytes(self.marker(seq), json.dumps({"frames": frames, "rank": rank,
-                                                         "settings": settings}).encode())
+    def mark_done(self, seq: str, frames: int, rank: int, settings: str | None, seconds: float) -> None:
+        """Write the completion record: frame count, the rank that wrote it, the settings digest, compute seconds."""
+        atomic_write_bytes(self.marker(seq), json.dumps({"frames": frames, "rank": rank, "settings": settings,
+                                                         "seconds": round(seconds, 2)}).encode())
 
     def remove_orphaned_temporaries(self) -> int:
         """Delete temporary files left by killed writers (never those of a live process); returns how many."""

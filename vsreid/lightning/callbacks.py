@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -122,7 +123,8 @@ class DavisWriter(BasePredictionWriter):
             atomic_write_bytes(self.folder.reid_report(seq), json.dumps(report, indent=1).encode())
         else:  # a report of an earlier run with re-ID must not outlive it
             self.folder.reid_report(seq).unlink(missing_ok=True)
-        self.folder.mark_done(seq, len(stems), trainer.global_rank, self.settings)
+        self.folder.mark_done(seq, len(stems), trainer.global_rank, self.settings,
+                              time.perf_counter() - prediction.started)
         prediction.extras["labels"] = labels
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
@@ -136,9 +138,38 @@ class DavisWriter(BasePredictionWriter):
         if missing:
             raise RuntimeError(f"{self.output}: {', '.join(missing)} not marked done after every rank finished")
         if trainer.is_global_zero:
-            skipped = getattr(trainer.datamodule, "skipped", [])
-            print(f"vsreid predict: {len(names)} sequence(s) written to {self.output} by {trainer.world_size} "
-                  f"process(es)" + (f"; {len(skipped)} already finished there, skipped" if skipped else ""))
+            print(self.summary(items, trainer))
+
+    def summary(self, items, trainer: Trainer) -> str:
+        """What the run did: per sequence the frames written, compute seconds and, where every frame has ground
+        truth, J&F (the number `vsreid evaluate` prints), then where the masks and the TensorBoard logs are."""
+        from vsreid.metrics.evaluation import evaluate_results
+
+        skipped = getattr(trainer.datamodule, "skipped", [])
+        lines = [f"vsreid predict: {len(items)} sequence(s) written to {self.output} by {trainer.world_size} "
+                 f"process(es)" + (f"; {len(skipped)} already finished there, skipped" if skipped else "")]
+        scored = [it for it in items if it.num_frames >= 3 and
+                  len(DavisRoot(it.root).annotated_stems(it.sequence)) == it.num_frames]
+        per_sequence, total = {}, None
+        if scored:
+            result = evaluate_results(scored[0].root, self.output, sequences=[it.sequence for it in scored],
+                                      progress=False)
+            total = 100 * result.global_results["J&F-Mean"]
+            for name, stats in zip(result.objects, result.object_stats):
+                per_sequence.setdefault(name.rsplit("_", 1)[0], []).append(50 * (stats[0] + stats[3]))
+        lines.append(f"  {'sequence':<24}{'frames':>7}{'seconds':>9}{'J&F':>7}")
+        for it in items:
+            record = self.folder.record(it.sequence) or {}
+            jf = per_sequence.get(it.sequence)
+            lines.append(f"  {it.sequence:<24}{record.get('frames', 0):>7}{record.get('seconds', 0):>9.1f}"
+                         + (f"{sum(jf) / len(jf):>7.1f}" if jf else f"{'-':>7}"))
+        if total is not None:
+            lines.append(f"  J&F {total:.1f} over the {len(scored)} sequence(s) with ground truth on every frame "
+                         f"(as `vsreid evaluate` computes it)")
+        log_dir = getattr(trainer.logger, "log_dir", None) if trainer.logger else None
+        if log_dir:
+            lines.append(f"TensorBoard: tensorboard --logdir {log_dir}")
+        return "\n".join(lines)
 
 
 class PredictionMonitor(Callback):

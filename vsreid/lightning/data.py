@@ -71,7 +71,8 @@ class DavisPredictDataModule(LightningDataModule):
             An empty list is an error; a name given twice runs once.
         flow_method, flow_preset: optical flow for missing cache files (``dis`` with a DIS preset); ``""`` = only
             read precomputed ``.flo``/``.rflo`` files.
-        flow_dir: where the flow cache lives (default ``ROOT/Flow/480p``).
+        flow_dir: where the flow cache lives (default: ``ROOT/Flow/480p`` when it exists, else a folder of the user
+            cache, see :func:`vsreid.data.flow.default_flow_dir`).
         full_resolution: take image crops from ``JPEGImages/Full-Resolution`` (as the original did) when present.
         skip_finished_in: an output folder; sequences finished there with the settings digest ``settings`` (set by
             the CLI) are skipped (resuming), those finished with other settings are recomputed.

@@ -1,6 +1,7 @@
 """One sequence through the engine inside ``predict_step``: optional online finetuning, then the forward pass."""
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,6 +52,7 @@ class SequencePrediction:
     propagator: Propagator
     first_labels: np.ndarray
     draft: np.ndarray  # (T, H, W) uint8 id maps of the forward pass alone
+    started: float  # time.perf_counter() when the sequence started (finetuning included)
     extras: dict[str, Any] = field(default_factory=dict)
 
     def labels(self) -> np.ndarray:
@@ -60,6 +62,7 @@ class SequencePrediction:
 
 def predict_sequence(module, item: SequenceItem) -> SequencePrediction:
     """Validate the sequence, optionally finetune a copy of the network on its first frame, propagate forward."""
+    started = time.perf_counter()
     root, source = item.open()
     info = root.validate(item.sequence)
     first = root.read_annotation(item.sequence, info.frame_stems[0])
@@ -72,7 +75,7 @@ def predict_sequence(module, item: SequenceItem) -> SequencePrediction:
               position=module.global_rank) as bar:
         propagator.run_forward(source, state, progress=lambda t: bar.update(1))
     draft = np.stack([state.labels(t) for t in range(state.num_frames)])
-    return SequencePrediction(item, info, source, state, propagator, first, draft)
+    return SequencePrediction(item, info, source, state, propagator, first, draft, started)
 
 
 def first_frame_batches(module, root: DavisRoot, source: SequenceSource, item: SequenceItem, batch_size: int = 4):
