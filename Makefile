@@ -1,4 +1,7 @@
 # Every target bootstraps the virtual environment first, so a fresh clone needs nothing else.
+# TORCH_SPEC holds the pip arguments that install torch, e.g. for a CUDA build:
+#   make test TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
+# (quote a specifier holding < or > inside it: TORCH_SPEC="'torch>=2.5' --index-url ...").
 VENV ?= .venv
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
@@ -13,7 +16,7 @@ bootstrap: $(STAMP)
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH_SPEC)"
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
