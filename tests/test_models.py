@@ -320,3 +320,80 @@ def test_lovasz_iou_loss_is_one_minus_iou_on_hard_masks_and_ignores_void():
     soft = torch.full((2, 8, 8), 0.5, requires_grad=True)
     lovasz_iou_loss(soft, target).backward()
     assert (soft.grad[:, 3, 3] < 0).all() and (soft.grad[:, 0, 0] > 0).all()  # raise the object, lower the rest
+
+
+# ------------------------------------------------------------------------------------- ImageNet ResNet weights
+def _resnet18_state(deep_stem: bool, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random ResNet-18 state dict in torchvision layout (7x7 stem) or timm deep-stem layout (64-64-128)."""
+    g = torch.Generator().manual_seed(seed)
+    state: dict[str, torch.Tensor] = {}
+
+    def conv(name, out_c, in_c, k):
+        state[f"{name}.weight"] = torch.randn(out_c, in_c, k, k, generator=g) * 0.05
+
+    def bn(name, c):
+        state.update({f"{name}.weight": torch.rand(c, generator=g) + 0.5, f"{name}.bias": torch.randn(c, generator=g),
+                      f"{name}.running_mean": torch.randn(c, generator=g), f"{name}.running_var": torch.rand(c) + 0.5,
+                      f"{name}.num_batches_tracked": torch.tensor(7)})
+
+    if deep_stem:
+        conv("conv1.0", 64, 3, 3), bn("conv1.1", 64), conv("conv1.3", 64, 64, 3), bn("conv1.4", 64)
+        conv("conv1.6", 128, 64, 3), bn("bn1", 128)
+    else:
+        conv("conv1", 64, 3, 7), bn("bn1", 64)
+    inplanes = 128 if deep_stem else 64
+    for i, planes in enumerate((64, 128, 256, 512), 1):
+        for j in range(2):
+            p = f"layer{i}.{j}"
+            conv(f"{p}.conv1", planes, inplanes if j == 0 else planes, 3), bn(f"{p}.bn1", planes)
+            conv(f"{p}.conv2", planes, planes, 3), bn(f"{p}.bn2", planes)
+            if j == 0 and inplanes != planes:
+                conv(f"{p}.downsample.0", planes, inplanes, 1), bn(f"{p}.downsample.1", planes)
+        inplanes = planes
+    state["fc.weight"], state["fc.bias"] = torch.randn(1000, 512, generator=g), torch.zeros(1000)
+    return state
+
+
+def test_backbone_weights_in_torchvision_layout(tmp_path):
+    from vsreid.lightning.module import VSReIDModule
+
+    state = _resnet18_state(deep_stem=False)
+    path = tmp_path / "resnet18-torchvision.pth"
+    torch.save(state, path)
+    module = VSReIDModule(backbone="resnet18", output_stride=8, aspp_channels=16, pretrained=False,
+                          prior_skip=False, backbone_weights=str(path))
+    for stream in (module.net.backbone, module.net.flow_backbone):
+        got = stream.state_dict()
+        assert torch.equal(got["layer3.1.conv2.weight"], state["layer3.1.conv2.weight"])
+        assert torch.equal(got["layer4.0.downsample.1.running_var"], state["layer4.0.downsample.1.running_var"])
+        assert not torch.equal(got["layer1.0.conv1.weight"][:, :64], state["layer1.0.conv1.weight"])  # 128-ch stem
+
+
+def test_backbone_weights_in_timm_deep_stem_layout_fill_both_streams(tmp_path):
+    from vsreid.models.resnet_weights import load_backbone_weights
+
+    state = _resnet18_state(deep_stem=True)
+    path = tmp_path / "resnet18s-timm.pth"
+    torch.save({"state_dict": state}, path)
+    net = MP2S(backbone="resnet18")
+    report = load_backbone_weights(net, path)
+    assert not [k for k in report.kept if "prob_encode" not in k]  # the prior encoder is MP2S's own
+    image, flow = net.backbone.state_dict(), net.flow_backbone.state_dict()
+    assert torch.equal(image["conv1_1.weight"], state["conv1.0.weight"])
+    assert torch.equal(image["bn1_3.running_mean"], state["bn1.running_mean"])
+    assert torch.allclose(flow["conv1_1.weight"], state["conv1.0.weight"].mean(1, keepdim=True).expand(-1, 2, -1, -1))
+    assert torch.equal(flow["layer2.1.conv1.weight"], state["layer2.1.conv1.weight"])
+
+
+def test_backbone_weights_refuse_the_wrong_file(tmp_path):
+    from vsreid.data.errors import DataError
+    from vsreid.models.resnet_weights import load_backbone_weights
+
+    not_resnet = tmp_path / "lite0.pth"
+    torch.save({"stem.conv.weight": torch.zeros(32, 3, 3, 3)}, not_resnet)
+    with pytest.raises(DataError, match=f"^{not_resnet}: not a ResNet state dict"):
+        load_backbone_weights(MP2S(backbone="resnet18"), not_resnet)
+    resnet18 = tmp_path / "resnet18.pth"
+    torch.save(_resnet18_state(deep_stem=True), resnet18)
+    with pytest.raises(DataError, match=f"^{resnet18}: only .* layer tensors of backbone fit"):
+        load_backbone_weights(MP2S(backbone="resnet34"), resnet18)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities import rank_zero_info
 
 from vsreid.data.crops import paste_back
 from vsreid.engine.predictor import PatchPredictor, mirrored
@@ -17,6 +18,7 @@ from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights
 from vsreid.models.losses import lovasz_iou_loss
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
+from vsreid.models.resnet_weights import load_backbone_weights
 
 from .visuals import log_grid
 
@@ -31,6 +33,8 @@ class VSReIDModule(LightningModule):
             refine_residual, boundary_band, residual_band, residual_threshold, guided_radius, guided_eps, guided_in_training: the
             network (see :class:`MP2S`).
         init_from: weights to start from: a Lightning checkpoint of this module or an original ``MP2S.pth.tar``.
+        backbone_weights: an ImageNet ResNet state dict (torchvision or timm layout) for both streams of a ResNet
+            MP2S, e.g. to pretrain the paper configuration (see :mod:`vsreid.models.resnet_weights`).
         optimizer: ``"sgd"`` (momentum 0.9, the original's policy) or ``"adamw"``; conv biases get 2x lr, no decay.
         lr, weight_decay, poly_power: base learning rate and the poly schedule ``lr * (1 - step/total)^power``.
         lovasz_weight: weight of the Lovász IoU loss added to the cross-entropy (0 = cross-entropy only), in
@@ -64,6 +68,7 @@ class VSReIDModule(LightningModule):
         guided_eps: float = 1e-4,
         guided_in_training: bool = True,
         init_from: str | None = None,
+        backbone_weights: str | None = None,
         optimizer: str = "adamw",
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
@@ -93,6 +98,10 @@ class VSReIDModule(LightningModule):
                         boundary_band=boundary_band, residual_band=residual_band,
                         residual_threshold=residual_threshold, guided_radius=guided_radius, guided_eps=guided_eps,
                         guided_in_training=guided_in_training)
+        if backbone_weights:
+            report = load_backbone_weights(self.net, backbone_weights)
+            rank_zero_info(f"{backbone_weights}: {report.loaded} tensors loaded; {len(report.kept)} keep their "
+                           "initialisation")
         if init_from:
             load_network_weights(self.net, init_from, config=self.hparams)
         set_bn_frozen(self.net, freeze_bn)
