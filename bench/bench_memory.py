@@ -16,11 +16,8 @@ import cv2
 import numpy as np
 import torch
 
-from vsreid.data.davis import DavisRoot
-from vsreid.data.labels import write_frame, write_labels
-from vsreid.engine import PropagationConfig, segment_sequence
-from vsreid.engine.reid import AppearanceReID
-from vsreid.models.checkpoints import load_network
+from vsreid.data.labels import read_labels, write_frame, write_labels
+from vsreid.engine import Segmenter
 
 WEIGHTS = Path(__file__).resolve().parents[1] / "checkpoints" / "vsreid_lite0.pt"
 T, H, W, N = 100, 480, 854, 5
@@ -61,11 +58,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         make_sequence(root)
-        net = load_network(WEIGHTS)
+        segmenter = Segmenter.from_pretrained(WEIGHTS)
+        segmenter.flow_preset = "ultrafast"
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
         start = time.time()
-        result = segment_sequence(net.eval(), DavisRoot(root), "bench", reid=AppearanceReID(),
-                                  config=PropagationConfig(crop_size=321), flow_preset="ultrafast")
+        state = segmenter.init_state(root / "JPEGImages/480p/bench", work_dir=root / "work")
+        segmenter.add_mask(state, 0, read_labels(root / "Annotations/480p/bench/00000.png"))
+        for _ in segmenter.propagate(state, finetune_steps=0, reid=True):
+            pass
+        result = state.result
         seconds = time.time() - start
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # kB -> GiB
     original_state = T * H * W * 2 * N * 8 / 2**30

@@ -43,10 +43,8 @@ def predict_config(path: Path, root: Path, weights: Path, logs: Path, reid: bool
         "trainer": {"accelerator": "cpu", "devices": 1, "enable_model_summary": False,
                     "logger": {"class_path": "lightning.pytorch.loggers.TensorBoardLogger",
                                "init_args": {"save_dir": str(logs), "name": "predict",
-                                             "default_hp_metric": False}},
-                    "callbacks": [{"class_path": "vsreid.lightning.callbacks.ReIDRecovery",
-                                   "init_args": {"provider": "appearance", "enabled": reid}}]},
-        "model": {**TINY_MODEL, "init_from": str(weights)},
+                                             "default_hp_metric": False}}},
+        "model": {**TINY_MODEL, "init_from": str(weights), "reid": reid},
         "data": {"class_path": "vsreid.lightning.data.DavisPredictDataModule",
                  "init_args": {"root": str(root), "flow_preset": "ultrafast"}},
     }

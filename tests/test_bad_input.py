@@ -200,7 +200,7 @@ def test_wrong_length_pickle_is_refused_before_compute(case, capfd):
     (root / "Class/480p").mkdir(parents=True)
     (root / "Class/480p/val.pkl").write_bytes(pickle.dumps({SEQ: [np.array([0.1, 0.9])]}, protocol=2))
     config = yaml.safe_load(cfg.read_text())
-    config["trainer"]["callbacks"][0]["init_args"] = {"provider": "original", "split": "val", "enabled": True}
+    config["model"].update(reid=True, reid_provider="original", reid_split="val")
     cfg.write_text(yaml.safe_dump(config))
     code, _, err = predict(cfg, out, "--data.set", "val", capfd=capfd)
     assert_refused(code, err, root / "PersonSearch/480p/val.pkl", "20 frames", out)

@@ -257,11 +257,13 @@ def test_validation_measures_the_network_as_predict_runs_it(synth):
     np.testing.assert_allclose(module._val_iou, expected, atol=1e-6)
 
 
-def test_weight_average_is_what_validation_checkpoints_and_prediction_use(tmp_path):
+def test_weight_average_is_what_validation_checkpoints_and_prediction_use(tmp_path, monkeypatch):
     import torch
 
-    from vsreid.models.checkpoints import load_network
+    from vsreid.engine.segmenter import segment_sequence
     from vsreid.lightning.module import VSReIDModule
+    from vsreid.lightning.predict import SequenceItem
+    from vsreid.models.checkpoints import load_network
     from vsreid.models.mp2s import rgb_to_mp2s
 
     torch.manual_seed(0)
@@ -273,10 +275,28 @@ def test_weight_average_is_what_validation_checkpoints_and_prediction_use(tmp_pa
     module.on_train_batch_end(None, None, 0)  # no trainer: step 0, decay min(0.99, 1 / 4)
     for k, v in module.net_ema.named_parameters():
         torch.testing.assert_close(v, start[k] + 0.75)
-    assert module.inference_net is module.net_ema and module.make_propagator().predictor.net is module.net_ema
+    assert module.inference_net is module.net_ema
     image, flow, prior = torch.rand(1, 3, 65, 65), torch.randn(1, 2, 65, 65), torch.rand(1, 1, 65, 65)
     with torch.no_grad():
         torch.testing.assert_close(module.eval()(image, flow, prior), module.net_ema(rgb_to_mp2s(image), flow, prior))
+
+    # prediction, the path `vsreid predict` takes (predict_step), runs the average, not the trained network
+    import vsreid.lightning.module as module_code
+
+    root = tmp_path / "synth"
+    seq = synthetic_root(root, lengths=(26,))[0]
+    item = SequenceItem(str(root), seq, 26, 2, flow_preset="ultrafast", flow_dir=str(tmp_path / "flow"))
+    module.hparams.reid = False
+    used = []
+
+    def recording(net, *args, **kwargs):
+        used.append(net)
+        return segment_sequence(net, *args, **kwargs)
+
+    monkeypatch.setattr(module_code, "segment_sequence", recording)
+    with torch.inference_mode():
+        predicted = module.predict_step(item)
+    assert used == [module.net_ema] and predicted.result.labels.shape == (26, 64, 104)
 
     ckpt = tmp_path / "ema.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams)}, ckpt)

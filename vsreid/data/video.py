@@ -5,10 +5,12 @@ import itertools
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm.auto import tqdm
 
 from .errors import DataError
@@ -29,6 +31,23 @@ class ImportedVideo:
 def scaled_size(height: int, width: int, target_height: int) -> tuple[int, int]:
     """(H, W) after resizing to ``target_height`` rows, keeping the aspect ratio; the width is rounded to even."""
     return target_height, max(2, 2 * round(width * target_height / height / 2))
+
+
+def read_video(video: str | os.PathLike) -> Iterator[np.ndarray]:
+    """The frames of a video file as RGB (H, W, 3) uint8 arrays, in order; DataError when none decodes."""
+    capture = cv2.VideoCapture(str(video))
+    try:
+        count = 0
+        while capture.isOpened():
+            ok, frame = capture.read()
+            if not ok:
+                break
+            count += 1
+            yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if count == 0:
+            raise DataError(video, "not a readable video (OpenCV/FFmpeg could not decode a frame)")
+    finally:
+        capture.release()
 
 
 def _resize(image, size: tuple[int, int], interpolation: int | None = None):

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -59,6 +59,10 @@ class Propagator:
         self.predict(source, state, 1, source.num_frames, 1, range(state.num_objects), progress)
         return state
 
+    def forward_frames(self, source: SequenceSource, state: PropagationState) -> Iterator[int]:
+        """:meth:`run_forward` one frame at a time: yields each frame t once ``state`` holds it."""
+        return self.predict_frames(source, state, 1, source.num_frames, 1, range(state.num_objects))
+
     def predict(self, source: SequenceSource, state: PropagationState, start: int, end: int, step: int,
                 targets: Iterable[int], progress: Callable[[int], None] | None = None) -> None:
         """Propagate ``targets`` (object indices) over frames ``range(start, end, step)`` from frame start - step.
@@ -67,6 +71,13 @@ class Propagator:
         1/lost_ratio of its first-frame area stops; non-targets whose box touches a target's box are re-predicted
         with it so the joint argmax stays consistent. Stops early when no target qualifies.
         """
+        for t in self.predict_frames(source, state, start, end, step, targets):
+            if progress:
+                progress(t)
+
+    def predict_frames(self, source: SequenceSource, state: PropagationState, start: int, end: int, step: int,
+                       targets: Iterable[int]) -> Iterator[int]:
+        """:meth:`predict` as a generator: yields each frame once it is done."""
         cfg, targets = self.config, list(targets)
         anchor = start - step
         for t in range(start, end, step):
@@ -95,8 +106,7 @@ class Propagator:
             residual = photometric_residual(source.frame(t), source.frame(src), to_src, from_src, cfg.max_flow_error,
                                             _window(boxes[selected], RESIDUAL_REACH, warped.shape[:2]))
             self._predict_objects(source, state, t, selected, boxes, priors, to_src, residual)
-            if progress:
-                progress(t)
+            yield t
 
     def reinitialize(self, source: SequenceSource, state: PropagationState, t: int, i: int, box: Sequence[float]
                      ) -> None:

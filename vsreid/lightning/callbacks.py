@@ -1,11 +1,10 @@
-"""Predict-time callbacks: re-ID recovery, the resumable DAVIS writer, and TensorBoard monitoring."""
+"""Predict-time callbacks: the resumable DAVIS writer and TensorBoard monitoring (the method itself runs in the
+engine, called by ``predict_step``)."""
 from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -17,66 +16,8 @@ from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.labels import overlay, write_labels
 from vsreid.data.results import ResultsFolder, Status
-from vsreid.engine.reid.recovery import RecoveryConfig, recover
 
-from .predict import SequencePrediction
-
-class ReIDRecovery(Callback):
-    """Applies re-ID recovery to each predicted sequence, with the module's propagator.
-
-    Args:
-        provider: ``"appearance"`` (embedded, nothing precomputed) or ``"original"`` (the original PersonSearch /
-            ObjectSearch / Class pickles under the DAVIS root, for the split given by ``split``).
-        split: the split name of the original pickles (their frame counter runs over the whole split).
-        score_threshold, occlusion_threshold: the original's 0.5 and 0.3.
-        max_rounds: cap on accepted re-identifications per sequence (None: until no candidate qualifies).
-        enabled: switch recovery off without removing the callback (``--reid false``).
-    """
-
-    def __init__(self, provider: str = "appearance", split: str | None = None, score_threshold: float = 0.5,
-                 occlusion_threshold: float = 0.3, max_rounds: int | None = None, enabled: bool = True):
-        if provider not in ("appearance", "original"):
-            raise ValueError(f"provider must be 'appearance' or 'original', got {provider!r}")
-        if provider == "original" and not split:
-            raise ValueError("provider 'original' needs split=<set name> (the pickles are indexed over a split)")
-        self.provider, self.split, self.enabled = provider, split, enabled
-        self.config = RecoveryConfig(score_threshold=score_threshold, occlusion_threshold=occlusion_threshold,
-                                     max_rounds=max_rounds)
-        self._providers: dict[str, Any] = {}
-
-    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Read the original pickles now (their length is checked against the split) rather than after the first
-        sequence was computed."""
-        root = getattr(trainer.datamodule, "root", None)
-        if self.enabled and self.provider == "original" and root is not None:
-            self._original(str(DavisRoot(root).root))
-
-    def _original(self, root: str):
-        from vsreid.engine.reid import OriginalSearchResults
-
-        if root not in self._providers:
-            self._providers[root] = OriginalSearchResults.from_davis_root(DavisRoot(root), self.split)
-        return self._providers[root]
-
-    def _make_provider(self, prediction: SequencePrediction, device: torch.device):
-        from vsreid.engine.reid import AppearanceReID
-
-        if self.provider == "appearance":
-            return AppearanceReID(device=device)
-        return self._original(prediction.item.root)
-
-    def on_predict_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
-                             batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not self.enabled or not isinstance(outputs, SequencePrediction):
-            return
-        from vsreid.engine.reid.report import build_report
-
-        provider = self._make_provider(outputs, pl_module.device)
-        provider.prepare(outputs.source, outputs.first_labels, outputs.info.object_ids)
-        log = recover(outputs.propagator, outputs.source, outputs.state, provider, self.config)
-        outputs.extras["reid_report"] = build_report(outputs.item.sequence, outputs.draft, provider, log,
-                                                      outputs.info.object_ids)
-
+from .predict import PredictedSequence
 
 class DavisWriter(BasePredictionWriter):
     """Writes ``<output>/<seq>/NNNNN.png`` palette PNGs atomically; a sequence is done only when all are written.
@@ -93,9 +34,6 @@ class DavisWriter(BasePredictionWriter):
         self.settings: str | None = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        names = [type(c).__name__ for c in trainer.callbacks]
-        if "ReIDRecovery" in names and names.index("ReIDRecovery") > names.index(type(self).__name__):
-            raise ValueError("callback order: ReIDRecovery must come before DavisWriter in trainer.callbacks")
         self._check_writable()
         self.folder.remove_orphaned_temporaries()
 
@@ -108,24 +46,20 @@ class DavisWriter(BasePredictionWriter):
         except OSError as e:
             raise DataError(self.output, f"output folder not writable ({e.strerror or e})") from None
 
-    def write_on_batch_end(self, trainer, pl_module, prediction: SequencePrediction, batch_indices, batch,
+    def write_on_batch_end(self, trainer, pl_module, prediction: PredictedSequence, batch_indices, batch,
                            batch_idx: int, dataloader_idx: int = 0) -> None:
-        seq = prediction.item.sequence
+        seq, result = prediction.item.sequence, prediction.result
         self.folder.unmark(seq)
         stems = prediction.info.frame_stems
-        labels = prediction.labels()
         for t, stem in enumerate(stems):
-            write_labels(self.folder.sequence_dir(seq) / f"{stem}.png", labels[t])
+            write_labels(self.folder.sequence_dir(seq) / f"{stem}.png", result.labels[t])
             if self.draft:
-                write_labels(self.folder.draft_dir(seq) / f"{stem}.png", prediction.draft[t])
-        report = prediction.extras.get("reid_report")
-        if report is not None:
-            atomic_write_bytes(self.folder.reid_report(seq), json.dumps(report, indent=1).encode())
+                write_labels(self.folder.draft_dir(seq) / f"{stem}.png", result.draft[t])
+        if result.report is not None:
+            atomic_write_bytes(self.folder.reid_report(seq), json.dumps(result.report, indent=1).encode())
         else:  # a report of an earlier run with re-ID must not outlive it
             self.folder.reid_report(seq).unlink(missing_ok=True)
-        self.folder.mark_done(seq, len(stems), trainer.global_rank, self.settings,
-                              time.perf_counter() - prediction.started)
-        prediction.extras["labels"] = labels
+        self.folder.mark_done(seq, len(stems), trainer.global_rank, self.settings, result.seconds)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Wait until every rank has written and marked its sequences, then check them all and report on rank 0."""
@@ -180,14 +114,12 @@ class PredictionMonitor(Callback):
         self.frames_per_sequence = frames_per_sequence
         self.scores: dict[str, dict[str, float]] = {}
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
-        if not isinstance(outputs, SequencePrediction):
-            return
+    def on_predict_batch_end(self, trainer, pl_module, outputs: PredictedSequence, batch, batch_idx,
+                             dataloader_idx=0) -> None:
         from vsreid.metrics.evaluation import evaluate_sequence, global_table, object_statistics
 
         seq = outputs.item.sequence
-        labels = outputs.extras.get("labels")
-        labels = outputs.labels() if labels is None else labels
+        labels = outputs.result.labels
         experiment = getattr(pl_module.logger, "experiment", None) if pl_module.logger else None
         root = outputs.source.root
         if outputs.info.num_frames < 3:
@@ -196,7 +128,7 @@ class PredictionMonitor(Callback):
         elif len(root.annotated_stems(seq)) == outputs.info.num_frames:
             gt = root.read_annotations(seq)
             scores = {}
-            for name, pred in (("draft", outputs.draft), ("final", labels)):
+            for name, pred in (("draft", outputs.result.draft), ("final", labels)):
                 stats = object_statistics(*evaluate_sequence(pred, gt, name=seq))
                 scores[name] = 100 * global_table(stats.mean(axis=0))["J&F-Mean"]
             self.scores[seq] = scores

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
@@ -16,10 +15,10 @@ from lightning.pytorch.cli import LightningCLI
 
 from vsreid.models.safe_load import load_checkpoint_file
 
-from .callbacks import DavisWriter, PredictionMonitor, ReIDRecovery
+from .callbacks import DavisWriter, PredictionMonitor
 from .module import VSReIDModule
 
-PREDICT_ORDER = (ReIDRecovery, DavisWriter, PredictionMonitor)
+PREDICT_ORDER = (DavisWriter, PredictionMonitor)
 
 
 class VSReIDCLI(LightningCLI):
@@ -27,7 +26,7 @@ class VSReIDCLI(LightningCLI):
         parser.add_argument("--output", type=str | None, default=None,
                             help="predict: folder for <seq>/NNNNN.png results (finished sequences are skipped)")
         parser.add_argument("--reid", type=bool | None, default=None,
-                            help="predict: apply re-ID recovery (default: as configured, else true)")
+                            help="predict: apply re-ID recovery (shortcut for --model.reid; default: as configured)")
         parser.add_argument("--finetune_steps", type=int | None, default=None,
                             help="predict: online finetuning steps on each sequence's first frame")
 
@@ -71,12 +70,8 @@ class VSReIDCLI(LightningCLI):
             callbacks.append(writer)
         if hasattr(self.datamodule, "skip_finished_in"):
             self.datamodule.skip_finished_in = str(writer.output)
-        reid = next((c for c in callbacks if isinstance(c, ReIDRecovery)), None)
-        if reid is None:
-            reid = ReIDRecovery()
-            callbacks.append(reid)
         if cfg.reid is not None:
-            reid.enabled = cfg.reid
+            self.model.hparams.reid = cfg.reid
         if not any(isinstance(c, PredictionMonitor) for c in callbacks):
             callbacks.append(PredictionMonitor())
         ordered = [c for kind in PREDICT_ORDER for c in callbacks if isinstance(c, kind)]
@@ -85,20 +80,19 @@ class VSReIDCLI(LightningCLI):
         if cfg.finetune_steps is not None:
             self.model.hparams.finetune_steps = cfg.finetune_steps
         self.config_init["predict"]["return_predictions"] = False
-        writer.settings = settings_digest(self.model, reid, self.datamodule, cfg.get("ckpt_path"))
+        writer.settings = settings_digest(self.model, self.datamodule, cfg.get("ckpt_path"))
         if hasattr(self.datamodule, "settings"):
             self.datamodule.settings = writer.settings
 
 
-def settings_digest(model, reid: ReIDRecovery, datamodule, ckpt_path: str | None) -> str:
-    """A digest of what determines a prediction: the module's arguments, the contents of its weights files, the
-    re-ID settings and the flow settings (not where caches or logs go)."""
+def settings_digest(model, datamodule, ckpt_path: str | None) -> str:
+    """A digest of what determines a prediction: the module's arguments (re-ID settings included), the contents of
+    its weights files and the flow settings (not where caches or logs go)."""
     hparams = dict(model.hparams)
     files = {key: _file_digest(path) for key, path in (("init_from", hparams.get("init_from")), ("ckpt", ckpt_path))
              if path and Path(path).is_file()}
     data = {k: getattr(datamodule, k, None) for k in ("flow_method", "flow_preset", "full_resolution")}
-    record = {"model": hparams, "files": files, "reid": {"enabled": reid.enabled, "provider": reid.provider,
-                                                          "split": reid.split, **asdict(reid.config)}, "data": data}
+    record = {"model": hparams, "files": files, "data": data}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

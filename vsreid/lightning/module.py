@@ -3,26 +3,26 @@ from __future__ import annotations
 
 import copy
 import math
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from lightning.pytorch.utilities import rank_zero_info
 
 from vsreid.data.crops import paste_back
-from vsreid.engine.predictor import PatchPredictor, mirrored
-from vsreid.engine.propagator import PropagationConfig, Propagator
+from vsreid.data.davis import DavisRoot
+from vsreid.engine.predictor import mirrored
+from vsreid.engine.propagator import PropagationConfig
+from vsreid.engine.reid import AppearanceReID, OriginalSearchResults, ReIDProvider, RecoveryConfig
+from vsreid.engine.segmenter import SegmentSettings, segment_sequence
 from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights
-from vsreid.models.losses import lovasz_iou_loss
+from vsreid.models.losses import VOID, segmentation_loss
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 from vsreid.models.resnet_weights import load_backbone_weights
 
+from .predict import PredictedSequence, SequenceItem
 from .visuals import log_grid
-
-IGNORE = 255
 
 
 class VSReIDModule(LightningModule):
@@ -48,6 +48,11 @@ class VSReIDModule(LightningModule):
         crop_size, flip, box_enlarge, lost_ratio, max_flow_error, refine_iterations: propagation at predict time.
         predict_batch_size: crops per network pass at predict time.
         finetune_steps, finetune_lr, finetune_crop_size: per-sequence online finetuning inside ``predict`` (0 = off).
+        reid: apply re-ID recovery after the forward pass (``--reid false`` switches it off).
+        reid_provider: ``"appearance"`` (embedded, nothing precomputed) or ``"original"`` (the original PersonSearch /
+            ObjectSearch / Class pickles under the DAVIS root, indexed over the split ``reid_split``).
+        reid_score_threshold, reid_occlusion_threshold: the original's 0.5 and 0.3; reid_max_rounds: cap on accepted
+            re-identifications per sequence (None: until no candidate qualifies).
     """
 
     def __init__(
@@ -87,10 +92,21 @@ class VSReIDModule(LightningModule):
         finetune_steps: int = 0,
         finetune_lr: float = 1e-4,
         finetune_crop_size: int = 257,
+        reid: bool = True,
+        reid_provider: str = "appearance",
+        reid_split: str | None = None,
+        reid_score_threshold: float = 0.5,
+        reid_occlusion_threshold: float = 0.3,
+        reid_max_rounds: int | None = None,
     ):
         super().__init__()
         if optimizer not in ("sgd", "adamw"):
             raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {optimizer!r}")
+        if reid_provider not in ("appearance", "original"):
+            raise ValueError(f"reid_provider must be 'appearance' or 'original', got {reid_provider!r}")
+        if reid_provider == "original" and not reid_split:
+            raise ValueError("reid_provider 'original' needs reid_split=<set name> (the pickles are indexed over a "
+                             "split)")
         self.save_hyperparameters()
         self.net = MP2S(backbone=backbone, output_stride=output_stride, aspp_channels=aspp_channels,
                         pretrained=pretrained and init_from is None, bn_momentum=bn_momentum, dropout=dropout,
@@ -110,6 +126,7 @@ class VSReIDModule(LightningModule):
         self.net_ema = copy.deepcopy(self.net).requires_grad_(False) if ema_decay else None
         self._val_iou: list[float] = []
         self._val_baseline: list[float] = []
+        self._original_reid: dict[str, OriginalSearchResults] = {}
 
     # ------------------------------------------------------------------ network
     def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor,
@@ -123,28 +140,34 @@ class VSReIDModule(LightningModule):
         """The network that validation, prediction and finetuning use: the weight average when kept."""
         return self.net if self.net_ema is None else self.net_ema
 
-    def propagation_config(self) -> PropagationConfig:
+    def segment_settings(self) -> SegmentSettings:
+        """The engine's settings for one sequence, from this module's predict arguments."""
         h = self.hparams
-        return PropagationConfig(crop_size=h.crop_size, box_enlarge=h.box_enlarge, lost_ratio=h.lost_ratio,
-                                 max_flow_error=h.max_flow_error, refine_iterations=h.refine_iterations)
+        propagation = PropagationConfig(crop_size=h.crop_size, box_enlarge=h.box_enlarge, lost_ratio=h.lost_ratio,
+                                        max_flow_error=h.max_flow_error, refine_iterations=h.refine_iterations)
+        recovery = RecoveryConfig(score_threshold=h.reid_score_threshold,
+                                  occlusion_threshold=h.reid_occlusion_threshold, max_rounds=h.reid_max_rounds)
+        return SegmentSettings(propagation, flip=h.flip, batch_size=h.predict_batch_size,
+                               finetune_steps=h.finetune_steps, finetune_lr=h.finetune_lr,
+                               finetune_crop_size=h.finetune_crop_size, lovasz_weight=h.lovasz_weight,
+                               recovery=recovery)
 
-    def make_propagator(self, net: MP2S | None = None) -> Propagator:
-        """A plain-PyTorch propagator around ``net`` (default: this module's network)."""
-        predictor = PatchPredictor(net or self.inference_net, flip=self.hparams.flip,
-                                   batch_size=self.hparams.predict_batch_size)
-        return Propagator(predictor, self.propagation_config())
+    def reid_provider(self, root: str) -> ReIDProvider | None:
+        """The re-ID provider for a sequence of DAVIS root ``root`` (None when re-ID is off); the original pickles
+        are read once per root."""
+        h = self.hparams
+        if not h.reid:
+            return None
+        if h.reid_provider == "appearance":
+            return AppearanceReID(device=self.device)
+        if root not in self._original_reid:
+            self._original_reid[root] = OriginalSearchResults.from_davis_root(DavisRoot(root), h.reid_split)
+        return self._original_reid[root]
 
     # ------------------------------------------------------------------ training
     def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy (+ ``lovasz_weight`` x Lovász IoU loss) of logits [N,2,S,S] for targets [N,S,S] (255 = void)."""
-        target = target.long()
-        if (target == IGNORE).all():
-            return logits.sum() * 0.0
-        loss = F.cross_entropy(logits, target, ignore_index=IGNORE)
-        if self.hparams.lovasz_weight:
-            fg = torch.softmax(logits.float(), 1)[:, 1]
-            loss = loss + self.hparams.lovasz_weight * lovasz_iou_loss(fg, target, IGNORE)
-        return loss
+        """:func:`vsreid.models.losses.segmentation_loss` with this module's ``lovasz_weight``."""
+        return segmentation_loss(logits, target, self.hparams.lovasz_weight)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["image"], batch["flow"], batch["prior"], batch.get("residual"))
@@ -238,36 +261,27 @@ class VSReIDModule(LightningModule):
             logger.log_hyperparams(self.hparams, {"val/iou": 0.0})
 
     # ------------------------------------------------------------------ predict (one whole sequence per item)
-    def predict_step(self, batch: Any, batch_idx: int = 0, dataloader_idx: int = 0):
-        from .predict import predict_sequence
+    def on_predict_start(self) -> None:
+        """Read the original re-ID pickles now (their length is checked against the split), not after the first
+        sequence was computed."""
+        root = getattr(self.trainer.datamodule, "root", None) if self.trainer else None
+        if self.hparams.reid and self.hparams.reid_provider == "original" and root is not None:
+            self.reid_provider(str(DavisRoot(root).root))
 
-        return predict_sequence(self, batch)
-
-    def finetuned_copy(self, samples) -> MP2S:
-        """A copy of the network finetuned for ``finetune_steps`` on first-frame ``samples`` (an iterable of batches).
-
-        Works inside ``predict`` (under ``inference_mode`` or ``no_grad``): the copy is made with grad enabled.
-        """
-        h = self.hparams
-        with torch.inference_mode(False), torch.enable_grad():
-            net = copy.deepcopy(self.inference_net)
-            set_bn_frozen(net, True)  # MP2S remembers it: train() below keeps BN in eval mode
-            net.train()
-            opt = torch.optim.AdamW(mp2s_param_groups(net, h.finetune_lr, 0.0), lr=h.finetune_lr)
-            for _, batch in zip(range(h.finetune_steps), samples):
-                batch = {k: torch.as_tensor(np.asarray(v)).clone().to(self.device) for k, v in batch.items()}
-                logits = net(rgb_to_mp2s(batch["image"]), batch["flow"], batch["prior"], batch.get("residual"))
-                loss = self.criterion(logits, batch["target"])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-            net.eval()
-        return net
+    def predict_step(self, item: SequenceItem, batch_idx: int = 0, dataloader_idx: int = 0) -> PredictedSequence:
+        """One whole sequence through the engine (:func:`vsreid.engine.segmenter.segment_frames`): finetuning of a
+        copy of the inference network when ``finetune_steps`` > 0, the forward pass, re-ID."""
+        root, source = item.open()
+        info = root.validate(item.sequence)
+        first = root.read_annotation(item.sequence, info.frame_stems[0])
+        result = segment_sequence(self.inference_net, source, first, info.object_ids, self.segment_settings(),
+                                  self.reid_provider(item.root), progress=True, position=self.global_rank)
+        return PredictedSequence(item, info, source, result)
 
 
 def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
     """IoU of a binary prediction with a ground truth holding 0/1 and 255 (void, ignored); 1 when both are empty."""
-    valid = gt != IGNORE
+    valid = gt != VOID
     g = (gt == 1) & valid
     p = pred & valid
     union = np.count_nonzero(p | g)

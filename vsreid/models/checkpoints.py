@@ -71,8 +71,25 @@ NETWORK_KEYS = FUNCTION_KEYS + ("boundary_band", "residual_band", "residual_thre
                                 "guided_in_training")
 
 
-def load_network(path: str | Path) -> MP2S:
-    """The MP2S stored in ``path``, built from the configuration recorded with it, in eval mode.
+#: Predict arguments an exported weights file records (``predict``): the settings its numbers were measured with.
+#: The bands are network arguments without weights that prediction may widen (see ``NETWORK_KEYS``).
+PREDICT_KEYS = ("crop_size", "flip", "box_enlarge", "lost_ratio", "max_flow_error", "refine_iterations",
+                "predict_batch_size", "finetune_steps", "finetune_lr", "finetune_crop_size", "lovasz_weight", "reid",
+                "reid_score_threshold", "reid_occlusion_threshold", "reid_max_rounds", "flow_preset",
+                "boundary_band", "residual_band", "residual_threshold")
+BAND_KEYS = ("boundary_band", "residual_band", "residual_threshold")
+
+
+def read_predict_settings(path: str | Path) -> dict | None:
+    """The predict settings recorded in an exported weights file (keys of :data:`PREDICT_KEYS`), or None."""
+    ckpt = load_checkpoint_file(path)
+    record = ckpt.get("predict") if isinstance(ckpt, dict) else None
+    return {k: v for k, v in record.items() if k in PREDICT_KEYS} if isinstance(record, dict) else None
+
+
+def load_network(path: str | Path, bands: dict | None = None) -> MP2S:
+    """The MP2S stored in ``path``, built from the configuration recorded with it, in eval mode; ``bands`` may set
+    other values of :data:`BAND_KEYS` (no weights depend on them).
 
     Reads exported weights files (``vsreid export-model``, e.g. ``checkpoints/vsreid_lite0.pt``, which record
     ``network``) and Lightning checkpoints of ``VSReIDModule`` (``hyper_parameters``). Raises ``ValueError`` naming the
@@ -82,6 +99,6 @@ def load_network(path: str | Path) -> MP2S:
     if not config:
         raise ValueError(f"{path}: no network configuration recorded (expected an exported weights file or a "
                          "Lightning checkpoint of VSReIDModule)")
-    net = MP2S(**config, pretrained=False)
+    net = MP2S(**{**config, **{k: v for k, v in (bands or {}).items() if k in BAND_KEYS}}, pretrained=False)
     _load_state(net, state, path)
     return net.eval()

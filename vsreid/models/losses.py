@@ -7,6 +7,9 @@ per-pixel cross-entropy, which weighs every pixel alike whatever the object's si
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+VOID = 255  # target value of ignored pixels (void and padding)
 
 
 def _jaccard_steps(sorted_truth: torch.Tensor) -> torch.Tensor:
@@ -39,3 +42,16 @@ def lovasz_iou_loss(fg: torch.Tensor, target: torch.Tensor, ignore_index: int = 
         errors, order = errors.sort(descending=True)
         losses.append(torch.dot(errors, _jaccard_steps(truth[order])))
     return torch.stack(losses).mean()
+
+
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, lovasz_weight: float = 0.0) -> torch.Tensor:
+    """Cross-entropy (+ ``lovasz_weight`` x the Lovász IoU loss) of logits (N, 2, S, S) for targets (N, S, S) of
+    0 / 1 / 255 (void, ignored); 0 with a gradient when every pixel is void."""
+    target = target.long()
+    if (target == VOID).all():
+        return logits.sum() * 0.0
+    loss = F.cross_entropy(logits, target, ignore_index=VOID)
+    if lovasz_weight:
+        fg = torch.softmax(logits.float(), 1)[:, 1]
+        loss = loss + lovasz_weight * lovasz_iou_loss(fg, target, VOID)
+    return loss

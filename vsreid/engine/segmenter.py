@@ -1,0 +1,110 @@
+"""The whole method on one sequence, in one place: optional online finetuning of a copy of the network on the first
+frame, the forward pass, then re-ID recovery. ``vsreid predict`` (``predict_step``), the Python API
+(:class:`vsreid.Segmenter`), the demo and the benches all run :func:`segment_frames`.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+from torch import nn
+from tqdm.auto import tqdm
+
+from .finetune import finetuned_copy, first_frame_batches
+from .predictor import PatchPredictor
+from .propagator import PropagationConfig, Propagator
+from .reid.provider import ReIDProvider
+from .reid.recovery import RecoveryConfig, RecoveryLog, recover
+from .reid.report import build_report
+from .source import SequenceSource
+from .state import PropagationState
+
+
+@dataclass(frozen=True)
+class SegmentSettings:
+    """How one sequence is segmented. ``propagation``: crops, boxes, lost objects, refinement passes;
+    ``flip``: average with the mirrored pass; ``batch_size``: crops per network pass; ``finetune_steps`` (0 = off),
+    ``finetune_lr``, ``finetune_crop_size``, ``finetune_batch_size``, ``lovasz_weight``: online finetuning on the
+    first frame; ``recovery``: the re-ID rules (used when a provider is given)."""
+
+    propagation: PropagationConfig = field(default_factory=PropagationConfig)
+    flip: bool = True
+    batch_size: int = 4
+    finetune_steps: int = 0
+    finetune_lr: float = 1e-4
+    finetune_crop_size: int = 257
+    finetune_batch_size: int = 4
+    lovasz_weight: float = 0.0
+    recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+
+
+@dataclass
+class SegmentationResult:
+    """One segmented sequence. ``draft``, ``labels``: (T, H, W) uint8 id maps of the forward pass and after re-ID
+    (the same array when re-ID did not run); ``log``, ``report``: what re-ID accepted (None without re-ID);
+    ``seconds``: wall time of the whole method, finetuning included."""
+
+    sequence: str
+    object_ids: tuple[int, ...]
+    draft: np.ndarray
+    labels: np.ndarray
+    state: PropagationState
+    log: RecoveryLog | None
+    report: dict | None
+    seconds: float
+
+
+def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndarray, object_ids: tuple[int, ...],
+                   settings: SegmentSettings, reid: ReIDProvider | None = None, progress: bool = False,
+                   position: int = 0) -> Generator[tuple[str, int, np.ndarray], None, SegmentationResult]:
+    """Segment ``source`` from its first-frame id map (H, W) uint8 holding ``object_ids``.
+
+    Yields ``("draft", t, labels)`` for every frame as the forward pass produces it (frame 0 first: the given
+    mask), then, when ``reid`` is given, ``("final", t, labels)`` for every frame after recovery (re-ID needs the
+    whole draft: it searches every frame for lost objects). Returns the :class:`SegmentationResult`. ``net`` is not
+    changed (finetuning trains a copy). ``progress`` shows bars for finetuning and the forward pass (at ``position``
+    for several processes).
+    """
+    started = time.perf_counter()
+    if settings.finetune_steps > 0:
+        batches = first_frame_batches(source, settings.finetune_crop_size, settings.finetune_steps,
+                                      settings.finetune_batch_size)
+        if progress:
+            batches = tqdm(batches, total=settings.finetune_steps, desc=f"{source.seq}: finetune", unit="step",
+                           leave=False, position=position)
+        net = finetuned_copy(net, batches, settings.finetune_steps, settings.finetune_lr, settings.lovasz_weight)
+    propagator = Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size),
+                            settings.propagation)
+    state = propagator.start(source, first_labels, object_ids)
+    yield "draft", 0, state.labels(0)
+    with tqdm(total=source.num_frames - 1, desc=source.seq, unit="frame", leave=False, position=position,
+              disable=not progress) as bar:
+        for t in propagator.forward_frames(source, state):
+            bar.update(1)
+            yield "draft", t, state.labels(t)
+    draft = np.stack([state.labels(t) for t in range(state.num_frames)])
+    log = report = None
+    labels = draft
+    if reid is not None:
+        reid.prepare(source, first_labels, object_ids)
+        log = recover(propagator, source, state, reid, settings.recovery)
+        report = build_report(source.seq, draft, reid, log, object_ids)
+        labels = np.stack([state.labels(t) for t in range(state.num_frames)])
+        for t in range(state.num_frames):
+            yield "final", t, labels[t]
+    return SegmentationResult(source.seq, tuple(object_ids), draft, labels, state, log, report,
+                              time.perf_counter() - started)
+
+
+def segment_sequence(net: nn.Module, source: SequenceSource, first_labels: np.ndarray, object_ids: tuple[int, ...],
+                     settings: SegmentSettings, reid: ReIDProvider | None = None, progress: bool = False,
+                     position: int = 0) -> SegmentationResult:
+    """:func:`segment_frames` run to the end."""
+    frames = segment_frames(net, source, first_labels, object_ids, settings, reid, progress, position)
+    while True:
+        try:
+            next(frames)
+        except StopIteration as done:
+            return done.value
