@@ -91,8 +91,10 @@ def read_frame(path: str | os.PathLike) -> np.ndarray:
 
 def write_frame(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> Path:
     """Write an RGB (H, W, 3) uint8 frame as JPEG (or PNG by extension), atomically."""
-    with atomic_path(path, suffix=".tmp" + Path(path).suffix) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]):
+    suffix = Path(path).suffix
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if suffix.lower() in (".jpg", ".jpeg") else []
+    with atomic_path(path, suffix=".tmp" + suffix) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params):
             raise OSError(f"{path}: could not write image")
     return Path(path)
 

@@ -27,13 +27,16 @@ def first_frame_batches(source: SequenceSource, crop_size: int, steps: int, batc
             yield {key: torch.from_numpy(np.stack([it[key] for it in items])) for key in items[0]}
 
 
-def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: float,
-                   lovasz_weight: float = 0.0) -> nn.Module:
+def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: float, lovasz_weight: float = 0.0,
+                   seed: int = 0) -> nn.Module:
     """A copy of MP2S ``net`` trained for ``steps`` AdamW steps (learning rate ``lr``, BN frozen) on ``batches``
     (dicts of image, flow, prior, target tensors as the samples give them), in eval mode. ``net`` is left as it was;
-    works under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled)."""
+    works under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled). Dropout draws from its own
+    random stream seeded with ``seed``, so a sequence gets the same copy whatever ran before it in the process."""
     device = next(net.parameters()).device
-    with torch.inference_mode(False), torch.enable_grad():
+    devices = [device] if device.type == "cuda" else []
+    with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
         tuned = copy.deepcopy(net)
         set_bn_frozen(tuned, True)  # MP2S remembers it: train() below keeps BN in eval mode
         tuned.train()
