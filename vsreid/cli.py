@@ -14,6 +14,7 @@ from vsreid.data.errors import DataError
 
 # subcommand -> module under vsreid.commands
 TOOLS = {
+    "segment": "segment",
     "check": "check",
     "flow": "flow",
     "evaluate": "evaluate",

@@ -1,7 +1,7 @@
 """``make demo``: segment the bundled sample end to end and print its J&F with and without re-ID.
 
 Steps: make a synthetic 3-object sequence whose objects disappear and come back; for the two real DAVIS sequences
-under ``data/samples`` and the synthetic one: optical flow (DIS), brief online finetuning on the first frame, the
+of the bundled sample (``data/samples``, shipped in the package) and the synthetic one: optical flow (DIS), brief online finetuning on the first frame, the
 forward pass, re-ID recovery, palette PNGs, an overlay video, and the DAVIS evaluation of the forward pass alone
 ("without re-ID") and of the final result ("with re-ID").
 """
@@ -21,12 +21,11 @@ from vsreid.data.davis import DavisRoot
 from vsreid.data.labels import overlay, read_frame, read_labels
 from vsreid.data.synthetic import write_synthetic_root
 from vsreid.metrics.evaluation import evaluate_results
-
-REPO = Path(__file__).resolve().parents[1]
+from vsreid.resources import config_path, sample_root
 
 
 def _predict(root: Path, output: Path, flow_dir: Path, logs: Path, finetune_steps: int) -> None:
-    code = vsreid_main(["predict", "-c", str(REPO / "configs" / "davis_lite.yaml"), "--data.root", str(root),
+    code = vsreid_main(["predict", "-c", str(config_path("davis_lite")), "--data.root", str(root),
                         "--data.flow_dir", str(flow_dir), "--output", str(output),
                         "--finetune_steps", str(finetune_steps), "--trainer.logger.init_args.save_dir", str(logs)])
     if code:
@@ -58,7 +57,8 @@ def _table(rows: list[tuple[str, float, float]]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vsreid.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "demo", help="where everything is written")
+    parser.add_argument("--out", type=Path, default=Path("work_dirs") / "demo",
+                        help="where everything is written (default work_dirs/demo in the current folder)")
     parser.add_argument("--finetune-steps", type=int, default=20, help="online finetuning steps per sequence")
     args = parser.parse_args(argv)
     start = time.time()
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (synthetic / "ImageSets" / "2017" / "val.txt").is_file():
         write_synthetic_root(synthetic, 1, seed=7, size=(240, 432), num_frames=40, num_objects=3)
     rows = []
-    for name, root_path in (("samples", REPO / "data" / "samples"), ("synthetic", synthetic)):
+    for name, root_path in (("samples", sample_root()), ("synthetic", synthetic)):
         results = out / "results" / name
         print(f"\n== {name}: {root_path}", flush=True)
         _predict(root_path, results, out / "flow" / name, out / "tensorboard", args.finetune_steps)

@@ -99,9 +99,18 @@ def write_frame(path: str | os.PathLike, rgb: np.ndarray, quality: int = 95) -> 
     return Path(path)
 
 
-def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """Blend the DAVIS colour of each object into an RGB (H, W, 3) uint8 frame; returns (H, W, 3) uint8."""
-    colours = davis_palette()[labels].astype(np.float32)
+def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5, outline: bool = False) -> np.ndarray:
+    """Blend the DAVIS colour of each object into an RGB (H, W, 3) uint8 frame; with ``outline``, also draw each
+    object's contour in its colour over a black edge (readable on any background). Returns (H, W, 3) uint8."""
+    palette = davis_palette()
+    colours = palette[labels].astype(np.float32)
     fg = ((labels > 0) & (labels != VOID))[..., None]
-    out = np.where(fg, (1 - alpha) * rgb + alpha * colours, rgb)
-    return out.astype(np.uint8)
+    out = np.where(fg, (1 - alpha) * rgb + alpha * colours, rgb).astype(np.uint8)
+    if outline:
+        thickness = max(1, round(min(labels.shape) / 240))
+        for obj in np.unique(labels[fg[..., 0]]):
+            contours, _ = cv2.findContours((labels == obj).astype(np.uint8), cv2.RETR_EXTERNAL,
+                                           cv2.CHAIN_APPROX_SIMPLE)
+            cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2)
+            cv2.drawContours(out, contours, -1, tuple(int(c) for c in palette[obj]), thickness)
+    return out

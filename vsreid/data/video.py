@@ -50,6 +50,41 @@ def read_video(video: str | os.PathLike) -> Iterator[np.ndarray]:
         capture.release()
 
 
+def video_fps(video: str | os.PathLike, default: float = 24.0) -> float:
+    """Frames per second recorded in a video file (``default`` when it records none)."""
+    capture = cv2.VideoCapture(str(video))
+    try:
+        fps = capture.get(cv2.CAP_PROP_FPS) if capture.isOpened() else 0.0
+    finally:
+        capture.release()
+    return fps if fps and fps > 0 else default
+
+
+def write_video(path: str | os.PathLike, frames: Iterator[np.ndarray], fps: float = 24.0) -> Path:
+    """Write RGB (H, W, 3) uint8 frames as an MP4 (mp4v) atomically; DataError when OpenCV cannot encode it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-video.tmp.mp4")
+    writer = None
+    try:
+        for frame in frames:
+            if writer is None:
+                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, frame.shape[1::-1])
+                if not writer.isOpened():
+                    raise DataError(path, "this OpenCV build cannot write mp4v videos")
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+        if writer is None:
+            raise DataError(path, "no frames to write")
+        writer.release()
+        writer = None
+        os.replace(tmp, path)
+    finally:
+        if writer is not None:
+            writer.release()
+        tmp.unlink(missing_ok=True)
+    return path
+
+
 def _resize(image, size: tuple[int, int], interpolation: int | None = None):
     height, width = size
     if interpolation is None:

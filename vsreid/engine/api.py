@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -33,25 +34,17 @@ from torch import nn
 from vsreid.data.davis import FRAME_EXTENSIONS, DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.flow import FlowCache, make_flow_estimator
-from vsreid.data.labels import VOID, read_labels, write_frame, write_labels
-from vsreid.data.video import read_video
+from vsreid.data.labels import VOID, read_frame, read_labels, write_frame, write_labels
+from vsreid.data.video import read_video, scaled_size
 from vsreid.models.checkpoints import load_network, read_predict_settings
+from vsreid.resources import weights_path
 
 from .propagator import PropagationConfig
 from .reid import AppearanceReID, RecoveryConfig
 from .segmenter import SegmentationResult, SegmentSettings, segment_frames
 from .source import SequenceSource
 
-#: Shipped weights by name (files of the repository's ``checkpoints`` folder).
-PRETRAINED = {"lite0": "vsreid_lite0.pt"}
 SEQUENCE = "video"
-
-
-def pretrained_path(name: str) -> Path:
-    """The file of shipped weights ``name`` (see :data:`PRETRAINED`)."""
-    if name not in PRETRAINED:
-        raise ValueError(f"unknown pretrained model '{name}', expected one of {', '.join(PRETRAINED)} or a path")
-    return Path(__file__).resolve().parents[2] / "checkpoints" / PRETRAINED[name]
 
 
 @dataclass
@@ -93,16 +86,17 @@ class Segmenter:
                         ) -> "Segmenter":
         """A segmenter with shipped weights (``"lite0"``) or a weights file (``vsreid export-model``), with the
         predict settings recorded in the file (the ones its numbers were measured with) or the defaults."""
-        path = pretrained_path(name_or_path) if str(name_or_path) in PRETRAINED else Path(name_or_path)
+        path = weights_path(name_or_path)
         recorded = read_predict_settings(path)
         net = load_network(path, bands=recorded).to(device)
         return cls(net, settings_from_record(recorded) if recorded else None,
                    flow_preset=(recorded or {}).get("flow_preset", "medium"), reid=(recorded or {}).get("reid", True))
 
     def init_state(self, video: str | os.PathLike | np.ndarray, work_dir: str | os.PathLike | None = None,
-                   flow_dir: str | os.PathLike | None = None) -> VideoState:
+                   flow_dir: str | os.PathLike | None = None, height: int | None = None) -> VideoState:
         """Prepare ``video``: a video file (anything OpenCV/FFmpeg decodes), a folder of frame images (sorted by
-        name) or a (T, H, W, 3) uint8 RGB array."""
+        name) or a (T, H, W, 3) uint8 RGB array. ``height`` resizes taller frames to that many rows (aspect kept,
+        width even), e.g. 480 as the model was trained; None keeps them as they are."""
         temporary = tempfile.TemporaryDirectory(prefix="vsreid-") if work_dir is None else None
         root = Path(temporary.name if temporary else work_dir)
         frames_dir = root / "JPEGImages" / "480p" / SEQUENCE
@@ -110,12 +104,15 @@ class Segmenter:
             shutil.rmtree(frames_dir)
         frames_dir.mkdir(parents=True)
         if isinstance(video, np.ndarray):
-            _write_array(video, frames_dir)
+            _check_array(video)
+            _write_frames(iter(video), frames_dir, height)
         elif Path(video).is_dir():
-            _link_frames(Path(video), frames_dir)
+            if height is None:
+                _link_frames(Path(video), frames_dir)
+            else:
+                _write_frames((read_frame(p) for p in _frame_files(Path(video))), frames_dir, height)
         elif Path(video).is_file():
-            for t, frame in enumerate(read_video(video)):
-                write_frame(frames_dir / f"{t:05d}.png", frame)
+            _write_frames(read_video(video), frames_dir, height)
         else:
             raise DataError(video, "not found (expected a video file, a folder of frames or an array)")
         davis = DavisRoot(root)
@@ -128,9 +125,12 @@ class Segmenter:
         """The objects to segment: an (H, W) uint8 id map of frame ``frame`` (or a palette/grayscale PNG's path).
         Frames before ``frame`` are not segmented."""
         labels = read_labels(mask) if not isinstance(mask, np.ndarray) else np.asarray(mask)
+        if labels.ndim == 2 and labels.dtype == np.uint8 and labels.shape != (state.height, state.width) and \
+                abs(labels.shape[1] / labels.shape[0] - state.width / state.height) < 0.01:
+            labels = cv2.resize(labels, (state.width, state.height), interpolation=cv2.INTER_NEAREST)  # resized video
         if labels.shape != (state.height, state.width) or labels.dtype != np.uint8:
-            raise ValueError(f"mask must be a uint8 ({state.height}, {state.width}) id map, got {labels.dtype} "
-                             f"{labels.shape}")
+            raise ValueError(f"mask must be a uint8 ({state.height}, {state.width}) id map (or one of the same aspect "
+                             f"ratio), got {labels.dtype} {labels.shape}")
         if not ((labels > 0) & (labels != VOID)).any():
             raise ValueError("mask is empty (no object to segment)")
         if not 0 <= frame < state.num_frames:
@@ -140,13 +140,8 @@ class Segmenter:
     def propagate(self, state: VideoState, finetune_steps: int | None = None, reid: bool | None = None,
                   progress: bool = False) -> Iterator[tuple[int, np.ndarray]]:
         """Segment the video from its mask: yields ``(t, ids)`` (see the module docstring for what is streamed)."""
-        if state.mask is None:
-            raise ValueError("add_mask() first: the objects to segment are given by a mask")
-        root, seq = _trimmed(state)
-        write_labels(root.annotation_path(seq, root.frame_stems(seq)[0]), state.mask)
+        source = self._source(state)
         settings = self.settings if finetune_steps is None else replace(self.settings, finetune_steps=finetune_steps)
-        cache = FlowCache(root, make_flow_estimator("dis", preset=self.flow_preset), flow_dir=state.flow_dir)
-        source = SequenceSource(root, seq, cache)
         ids = tuple(int(i) for i in np.unique(state.mask) if i not in (0, VOID))
         provider = AppearanceReID(device=next(self.net.parameters()).device) if (
             self.reid if reid is None else reid) else None
@@ -158,6 +153,22 @@ class Segmenter:
                 state.result = done.value
                 return
             yield state.mask_frame + t, labels
+
+
+    def compute_flow(self, state: VideoState, progress: bool = False) -> None:
+        """Compute the optical flow :meth:`propagate` needs now (otherwise the forward pass computes it as it
+        goes), with a progress bar on request."""
+        source = self._source(state)
+        source.flow_cache.fill(source.seq, progress=progress)
+
+    def _source(self, state: VideoState) -> SequenceSource:
+        """The sequence to segment (the frames from the mask's on), its first frame annotated with the mask."""
+        if state.mask is None:
+            raise ValueError("add_mask() first: the objects to segment are given by a mask")
+        root, seq = _trimmed(state)
+        write_labels(root.annotation_path(seq, root.frame_stems(seq)[0]), state.mask)
+        cache = FlowCache(root, make_flow_estimator("dis", preset=self.flow_preset), flow_dir=state.flow_dir)
+        return SequenceSource(root, seq, cache)
 
 
 def settings_from_record(record: dict) -> SegmentSettings:
@@ -174,18 +185,29 @@ def settings_from_record(record: dict) -> SegmentSettings:
     return SegmentSettings(propagation, recovery=recovery, **kept)
 
 
-def _write_array(video: np.ndarray, folder: Path) -> None:
+def _check_array(video: np.ndarray) -> None:
     if video.ndim != 4 or video.shape[-1] != 3 or video.dtype != np.uint8 or len(video) == 0:
         raise ValueError(f"expected a (T, H, W, 3) uint8 RGB array, got {video.dtype} {video.shape}")
-    for t, frame in enumerate(video):
+
+
+def _write_frames(frames: Iterator[np.ndarray], folder: Path, height: int | None) -> None:
+    """Frames as lossless PNGs ``00000.png ...``, resized to ``height`` rows when they are taller."""
+    for t, frame in enumerate(frames):
+        if height is not None and frame.shape[0] > height:
+            h, w = scaled_size(*frame.shape[:2], height)
+            frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         write_frame(folder / f"{t:05d}.png", frame)
 
 
-def _link_frames(source: Path, folder: Path) -> None:
+def _frame_files(source: Path) -> list[Path]:
     files = sorted(p for p in source.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith("."))
     if not files:
         raise DataError(source, "no frames (expected image files)")
-    for t, path in enumerate(files):
+    return files
+
+
+def _link_frames(source: Path, folder: Path) -> None:
+    for t, path in enumerate(_frame_files(source)):
         os.symlink(path.resolve(), folder / f"{t:05d}{path.suffix.lower()}")
 
 

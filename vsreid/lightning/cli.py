@@ -14,6 +14,7 @@ from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
 from vsreid.models.safe_load import load_checkpoint_file
+from vsreid.resources import config_path, weights_path
 
 from .callbacks import DavisWriter, PredictionMonitor
 from .module import VSReIDModule
@@ -89,8 +90,9 @@ def settings_digest(model, datamodule, ckpt_path: str | None) -> str:
     """A digest of what determines a prediction: the module's arguments (re-ID settings included), the contents of
     its weights files and the flow settings (not where caches or logs go)."""
     hparams = dict(model.hparams)
-    files = {key: _file_digest(path) for key, path in (("init_from", hparams.get("init_from")), ("ckpt", ckpt_path))
-             if path and Path(path).is_file()}
+    files = {key: _file_digest(weights_path(path)) for key, path in (("init_from", hparams.get("init_from")),
+                                                                     ("ckpt", ckpt_path))
+             if path and weights_path(path).is_file()}
     data = {k: getattr(datamodule, k, None) for k in ("flow_method", "flow_preset", "full_resolution")}
     record = {"model": hparams, "files": files, "data": data}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -104,8 +106,18 @@ def _file_digest(path: str) -> str:
     return digest.hexdigest()
 
 
+def shipped_configs(argv: list[str]) -> list[str]:
+    """``-c NAME`` / ``--config NAME`` naming no file but a shipped config (``davis_lite``) -> its path."""
+    out = list(argv)
+    for k in range(len(out) - 1):
+        if out[k] in ("-c", "--config") and not Path(out[k + 1]).exists() and "/" not in out[k + 1]:
+            out[k + 1] = str(config_path(out[k + 1]))
+    return out
+
+
 def run_lightning_cli(argv: list[str]) -> VSReIDCLI:
     """Parse ``argv`` (``fit|validate|predict ...``) and run it; ``sys.argv`` is used when it holds the same."""
-    args = None if argv == sys.argv[1:] else argv
+    resolved = shipped_configs(argv)
+    args = None if resolved == sys.argv[1:] else resolved
     return VSReIDCLI(VSReIDModule, LightningDataModule, subclass_mode_data=True, args=args,
                      save_config_kwargs={"overwrite": True}, auto_configure_optimizers=False)

@@ -6,6 +6,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from vsreid.resources import weights_path
+
 from .mp2s import MP2S
 from .safe_load import load_checkpoint_file
 
@@ -16,7 +18,8 @@ EMA_PREFIX = "net_ema."
 def read_network(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
     """One load of ``path`` (a Lightning checkpoint with keys ``net.*``, an exported weights file or an original
     checkpoint): its MP2S state dict and the MP2S arguments recorded with it (None when absent). A checkpoint that
-    kept a weight average (``net_ema.*``) gives the average."""
+    kept a weight average (``net_ema.*``) gives the average. ``path`` may name shipped weights (``"lite0"``)."""
+    path = weights_path(path)
     ckpt = load_checkpoint_file(path)
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
@@ -82,7 +85,7 @@ BAND_KEYS = ("boundary_band", "residual_band", "residual_threshold")
 
 def read_predict_settings(path: str | Path) -> dict | None:
     """The predict settings recorded in an exported weights file (keys of :data:`PREDICT_KEYS`), or None."""
-    ckpt = load_checkpoint_file(path)
+    ckpt = load_checkpoint_file(weights_path(path))
     record = ckpt.get("predict") if isinstance(ckpt, dict) else None
     return {k: v for k, v in record.items() if k in PREDICT_KEYS} if isinstance(record, dict) else None
 

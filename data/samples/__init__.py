@@ -1,0 +1,1 @@
+"""The bundled DAVIS sample (see README.md), installed with the package as vsreid.samples."""
