@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import sysconfig
 
 import cv2
 import numpy as np
@@ -20,14 +19,14 @@ FRAMES = 8
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The package built from this checkout and installed into a fresh prefix (dependencies from this environment);
-    returns (the environment to run it with, the prefix's bin folder)."""
-    prefix = tmp_path_factory.mktemp("prefix")
+    """The package built from this checkout and installed into a folder of its own (``pip install --target``,
+    which leaves this environment's installation alone; dependencies from this environment); returns (the
+    environment to run it with, the folder of its ``vsreid`` script)."""
+    target = tmp_path_factory.mktemp("site")
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--prefix", str(prefix), str(REPO)], check=True, capture_output=True, timeout=600)
-    purelib = sysconfig.get_path("purelib", vars={"base": str(prefix), "platbase": str(prefix)})
-    env = {**os.environ, "PYTHONPATH": purelib, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    return env, prefix / "bin"
+                    "--target", str(target), str(REPO)], check=True, capture_output=True, timeout=600)
+    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
+    return env, target / "bin"
 
 
 def test_installed_package_segments_a_video_and_predicts_from_an_empty_folder(installed, tmp_path):
