@@ -69,8 +69,9 @@ class DavisPredictDataModule(LightningDataModule):
         set: split name (``ImageSets/2017/<set>.txt`` or DAVIS-2016 ``ImageSets/480p/<set>.txt``).
         sequences: explicit sequence names (instead of ``set``, or within it); neither = every sequence of the root.
             An empty list is an error; a name given twice runs once.
-        flow_method, flow_preset: optical flow for missing cache files (``dis`` with a DIS preset); ``""`` = only
-            read precomputed ``.flo``/``.rflo`` files.
+        flow_method: optical flow for missing cache files: ``dis``, ``farneback``, or ``""`` / ``precomputed`` to
+            read existing ``.flo``/``.rflo`` files only.
+        flow_preset: DIS preset: ``ultrafast``, ``fast`` or ``medium``.
         flow_dir: where the flow cache lives (default: ``ROOT/Flow/480p`` when it exists, else a folder of the user
             cache, see :func:`vsreid.data.flow.default_flow_dir`).
         full_resolution: take image crops from ``JPEGImages/Full-Resolution`` (as the original did) when present.

@@ -29,30 +29,48 @@ class VSReIDModule(LightningModule):
     """MP2S wrapped for ``fit`` (pretraining / online finetuning), ``validate`` and ``predict``.
 
     Args:
-        backbone, output_stride, aspp_channels, pretrained, bn_momentum, dropout, prior_skip, refine_channels,
-            refine_residual, boundary_band, residual_band, residual_threshold, guided_radius, guided_eps, guided_in_training: the
-            network (see :class:`MP2S`).
-        init_from: weights to start from: a Lightning checkpoint of this module or an original ``MP2S.pth.tar``.
-        backbone_weights: an ImageNet ResNet state dict (torchvision or timm layout) for both streams of a ResNet
-            MP2S, e.g. to pretrain the paper configuration (see :mod:`vsreid.models.resnet_weights`).
-        optimizer: ``"sgd"`` (momentum 0.9, the original's policy) or ``"adamw"``; conv biases get 2x lr, no decay.
-        lr, weight_decay, poly_power: base learning rate and the poly schedule ``lr * (1 - step/total)^power``.
-        lovasz_weight: weight of the Lovász IoU loss added to the cross-entropy (0 = cross-entropy only), in
-            training and online finetuning.
+        backbone: MP2S stream backbone, ``efficientnet_lite0`` (CPU model) or ``resnet101`` (the paper's).
+        output_stride: backbone output stride, 8 (paper) or 16.
+        aspp_channels: ASPP width (512 in the paper).
+        pretrained: ImageNet weights in the image stream of ``efficientnet_lite0`` (shipped in a package).
+        bn_momentum: BatchNorm momentum, PyTorch convention (the original's 0.95 is 0.05 here).
+        dropout: dropout before the classifiers.
+        prior_skip: a learnt 1x1 conv of the prior added to the logits (CPU model).
+        refine_channels: width of the boundary refiner to stride 2 (0 = none; CPU model).
+        refine_residual: the refiner also sees the warp's photometric residual (changes the weights' shapes).
+        boundary_band: the network may change the prior only within this many crop pixels of its boundary (0 = off).
+        residual_band: where the warp's residual exceeds residual_threshold, the band widens to this (0 = off).
+        residual_threshold: residual (0-255) above which the warp counts as failed.
+        guided_radius: radius of the colour guided filter of the foreground probability (0 = off).
+        guided_eps: regularisation of the guided filter.
+        guided_in_training: apply the guided filter in training too (else at inference only).
+        init_from: weights to start from: shipped weights by name (``lite0``), an exported weights file, a Lightning
+            checkpoint of this module or an original ``MP2S.pth.tar``.
+        backbone_weights: an ImageNet ResNet state dict (torchvision or timm layout) for both ResNet streams.
+        optimizer: ``sgd`` (momentum 0.9, the original's policy) or ``adamw``; conv biases get 2x lr, no decay.
+        lr: base learning rate of the poly schedule.
+        weight_decay: weight decay of conv weights and BN parameters.
+        poly_power: power of the poly schedule ``lr * (1 - step / total) ** power``.
+        lovasz_weight: weight of the Lovász IoU loss added to the cross-entropy, in training and online finetuning.
         freeze_bn: keep BN layers in eval mode with frozen affine parameters (small batches, finetuning).
-        ema_decay: keep an exponential moving average of the network's weights and BN statistics (``net_ema``, decay
-            ``min(ema_decay, (1 + step) / (4 + step))`` per optimizer step; 0 = off). When on, validation measures
-            the average, prediction and online finetuning start from it, and checkpoints hand it to
-            ``init_from`` / ``export-model`` as the network.
+        ema_decay: keep a moving average of the weights (0 = off) that validation, prediction and export use.
         image_log_every_n_steps: TensorBoard image grid interval during training (0 = never).
-        crop_size, flip, box_enlarge, lost_ratio, max_flow_error, refine_iterations: propagation at predict time.
+        crop_size: side of the square crops the network sees at predict time (449 in the paper).
+        flip: average each prediction with the mirrored pass (test-time augmentation).
+        box_enlarge: crop box enlargement per side, a fraction of the object's box (0.15).
+        lost_ratio: an object is lost below 1/lost_ratio of its first-frame area (10).
+        max_flow_error: forward-backward consistency threshold of the warp, pixels (100).
+        refine_iterations: network passes at a re-identification, alone then with neighbours (5).
         predict_batch_size: crops per network pass at predict time.
-        finetune_steps, finetune_lr, finetune_crop_size: per-sequence online finetuning inside ``predict`` (0 = off).
+        finetune_steps: online finetuning steps on each sequence's first frame inside predict (0 = off).
+        finetune_lr: learning rate of online finetuning.
+        finetune_crop_size: crop side of the online finetuning samples.
         reid: apply re-ID recovery after the forward pass (``--reid false`` switches it off).
-        reid_provider: ``"appearance"`` (embedded, nothing precomputed) or ``"original"`` (the original PersonSearch /
-            ObjectSearch / Class pickles under the DAVIS root, indexed over the split ``reid_split``).
-        reid_score_threshold, reid_occlusion_threshold: the original's 0.5 and 0.3; reid_max_rounds: cap on accepted
-            re-identifications per sequence (None: until no candidate qualifies).
+        reid_provider: ``appearance`` (embedded, nothing precomputed) or ``original`` (the original's pickles).
+        reid_split: the split the original pickles were made for (their frame counter runs over it).
+        reid_score_threshold: minimum score of a re-identification candidate (the original's 0.5).
+        reid_occlusion_threshold: a candidate overlapping a visible object's box more is rejected (0.3).
+        reid_max_rounds: cap on accepted re-identifications per sequence (None = until no candidate qualifies).
     """
 
     def __init__(
