@@ -17,7 +17,7 @@ from PIL import Image
 from lightning_helpers import REPO, predict_config, synthetic_root, tiny_weights
 from vsreid.cli import main
 from vsreid.data.flow import write_flo
-from vsreid.data.labels import read_labels, write_labels
+from vsreid.data.labels import read_frame, read_labels, write_labels
 
 SEQ = "s0"
 
@@ -286,9 +286,11 @@ def test_predict_says_what_it_did(case, capfd):
     from vsreid.metrics.evaluation import evaluate_results
 
     root, cfg, out = case
-    code, stdout, err = predict(cfg, out, capfd=capfd)
+    code, stdout, err = predict(cfg, out, "--overlays", "true", capfd=capfd)
     assert code == 0, err
     assert f"1 sequence(s) written to {out} by 1 process(es)" in stdout
+    assert (out / "overlays" / f"{SEQ}.mp4").stat().st_size > 0
+    assert read_frame(out / "overlays" / f"{SEQ}.png").shape == (64, 4 * 104, 3)
     row = re.search(rf"^\s+{SEQ}\s+26\s+[\d.]+\s+([\d.]+)$", stdout, re.M)
     total = re.search(r"J&F ([\d.]+) over the 1 sequence", stdout)
     expected = 100 * evaluate_results(root, out, sequences=[SEQ], progress=False).global_results["J&F-Mean"]

@@ -5,6 +5,8 @@
     OUT/<seq>/.done              completion record (JSON): frames, rank, compute seconds, and the digest of the
                                  settings and inputs that produced the result
     OUT/draft/<seq>/NNNNN.png    the forward pass alone, before re-ID
+    OUT/overlays/<seq>.mp4       on request: the frames with the objects tinted and outlined
+    OUT/overlays/<seq>.png       on request: a strip of four of those frames
 
 A sequence is finished when its ``.done`` exists; it is finished *for a run* when its record also holds that run's
 settings digest and frame count, otherwise a rerun recomputes it.
@@ -20,6 +22,7 @@ from .atomic import atomic_write_bytes, remove_orphaned_temporaries
 
 DONE = ".done"
 DRAFT = "draft"
+OVERLAYS = "overlays"
 REID_REPORT = "reid.json"
 
 
@@ -43,6 +46,12 @@ class ResultsFolder:
 
     def reid_report(self, seq: str) -> Path:
         return self.root / seq / REID_REPORT
+
+    def overlay_video(self, seq: str) -> Path:
+        return self.root / OVERLAYS / f"{seq}.mp4"
+
+    def overlay_strip(self, seq: str) -> Path:
+        return self.root / OVERLAYS / f"{seq}.png"
 
     def marker(self, seq: str) -> Path:
         return self.root / seq / DONE

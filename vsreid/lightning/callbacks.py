@@ -14,15 +14,18 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from vsreid.data.atomic import atomic_write_bytes
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
-from vsreid.data.labels import overlay, write_labels
+from vsreid.data.labels import overlay, write_frame, write_labels
 from vsreid.data.results import ResultsFolder, Status
+from vsreid.data.video import write_video
 
 from .predict import PredictedSequence
 
 class DavisWriter(BasePredictionWriter):
     """Writes ``<output>/<seq>/NNNNN.png`` palette PNGs atomically; a sequence is done only when all are written.
 
-    ``draft=True`` also writes the forward pass alone to ``<output>/draft/<seq>/``. The ``.done`` record of a
+    ``draft=True`` also writes the forward pass alone to ``<output>/draft/<seq>/``; ``overlays=True`` writes
+    ``<output>/overlays/<seq>.mp4`` (objects tinted and outlined) and a strip of four frames ``<seq>.png``. The
+    ``.done`` record of a
     sequence holds ``settings`` (a digest of the settings and inputs of the run, set by the CLI), so a rerun skips
     what the same settings finished and recomputes the rest (see :mod:`vsreid.data.results`).
     """
@@ -55,11 +58,21 @@ class DavisWriter(BasePredictionWriter):
             write_labels(self.folder.sequence_dir(seq) / f"{stem}.png", result.labels[t])
             if self.draft:
                 write_labels(self.folder.draft_dir(seq) / f"{stem}.png", result.draft[t])
+        if self.overlays:
+            self._write_overlays(prediction)
         if result.report is not None:
             atomic_write_bytes(self.folder.reid_report(seq), json.dumps(result.report, indent=1).encode())
         else:  # a report of an earlier run with re-ID must not outlive it
             self.folder.reid_report(seq).unlink(missing_ok=True)
         self.folder.mark_done(seq, len(stems), trainer.global_rank, self.settings, result.seconds)
+
+    def _write_overlays(self, prediction: PredictedSequence) -> None:
+        seq, labels, source = prediction.item.sequence, prediction.result.labels, prediction.source
+        write_video(self.folder.overlay_video(seq),
+                    (overlay(source.frame(t), labels[t], outline=True) for t in range(len(labels))))
+        picks = np.linspace(0, len(labels) - 1, min(4, len(labels))).round().astype(int)
+        strip = np.concatenate([overlay(source.frame(t), labels[t], outline=True) for t in picks], axis=1)
+        write_frame(self.folder.overlay_strip(seq), strip)
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Wait until every rank has written and marked its sequences, then check them all and report on rank 0."""

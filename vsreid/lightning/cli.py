@@ -30,10 +30,13 @@ class VSReIDCLI(LightningCLI):
                             help="predict: apply re-ID recovery (shortcut for --model.reid; default: as configured)")
         parser.add_argument("--finetune_steps", type=int | None, default=None,
                             help="predict: online finetuning steps on each sequence's first frame")
+        parser.add_argument("--overlays", type=bool, default=False,
+                            help="predict: also write OUTPUT/overlays/<seq>.mp4 and a 4-frame <seq>.png strip")
 
     def _predict_only(self, subcommand: str) -> None:
         cfg = self.config[subcommand]
         given = [k for k in ("output", "reid", "finetune_steps") if cfg.get(k) is not None]
+        given += ["overlays"] if cfg.get("overlays") else []
         if given:
             self.parser.error(f"--{given[0]} applies to 'predict' only")
 
@@ -67,7 +70,7 @@ class VSReIDCLI(LightningCLI):
         if cfg.output is not None:
             if writer is not None:
                 callbacks.remove(writer)
-            writer = DavisWriter(cfg.output)
+            writer = DavisWriter(cfg.output, overlays=cfg.overlays)
             callbacks.append(writer)
         if hasattr(self.datamodule, "skip_finished_in"):
             self.datamodule.skip_finished_in = str(writer.output)
@@ -81,20 +84,21 @@ class VSReIDCLI(LightningCLI):
         if cfg.finetune_steps is not None:
             self.model.hparams.finetune_steps = cfg.finetune_steps
         self.config_init["predict"]["return_predictions"] = False
-        writer.settings = settings_digest(self.model, self.datamodule, cfg.get("ckpt_path"))
+        writer.settings = settings_digest(self.model, self.datamodule, cfg.get("ckpt_path"), writer.overlays)
         if hasattr(self.datamodule, "settings"):
             self.datamodule.settings = writer.settings
 
 
-def settings_digest(model, datamodule, ckpt_path: str | None) -> str:
-    """A digest of what determines a prediction: the module's arguments (re-ID settings included), the contents of
-    its weights files and the flow settings (not where caches or logs go)."""
+def settings_digest(model, datamodule, ckpt_path: str | None, overlays: bool = False) -> str:
+    """A digest of what determines a prediction's outputs: the module's arguments (re-ID settings included), the
+    contents of its weights files, the flow settings and whether overlays are written (not where caches or logs
+    go)."""
     hparams = dict(model.hparams)
     files = {key: _file_digest(weights_path(path)) for key, path in (("init_from", hparams.get("init_from")),
                                                                      ("ckpt", ckpt_path))
              if path and weights_path(path).is_file()}
     data = {k: getattr(datamodule, k, None) for k in ("flow_method", "flow_preset", "full_resolution")}
-    record = {"model": hparams, "files": files, "data": data}
+    record = {"model": hparams, "files": files, "data": data, "overlays": overlays}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
