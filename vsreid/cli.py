@@ -6,9 +6,11 @@ Each tool lives in ``vsreid/commands/<name>.py`` with a module docstring (its he
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from vsreid.data.errors import DataError
 
@@ -35,6 +37,12 @@ def _tool_module(name: str):
     return importlib.import_module(f"vsreid.commands.{TOOLS[name]}")
 
 
+def _summary(name: str) -> str:
+    """The first line of a tool's docstring, read from its source without importing it (``--help`` stays fast)."""
+    source = Path(__file__).with_name("commands") / f"{TOOLS[name]}.py"
+    return (ast.get_docstring(ast.parse(source.read_text())) or "").strip().splitlines()[0]
+
+
 def _print_help() -> None:
     print("usage: vsreid <command> [options]   (vsreid <command> --help for its options)\n")
     print("Lightning commands (configured with -c CONFIG.yaml and --section.key value overrides):")
@@ -42,7 +50,7 @@ def _print_help() -> None:
         print(f"  {name:<20}{text}")
     print("\nTools:")
     for name in TOOLS:
-        print(f"  {name:<20}{(_tool_module(name).__doc__ or '').strip().splitlines()[0]}")
+        print(f"  {name:<20}{_summary(name)}")
 
 
 def _run_tool(name: str, argv: list[str]) -> int:
