@@ -14,6 +14,7 @@ from pathlib import Path
 
 from vsreid.cli import main as vsreid
 from vsreid.data.davis import DavisRoot
+from vsreid.data.results import ResultsFolder
 from vsreid.metrics.evaluation import evaluate_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ def main() -> int:
     run(["predict", "-c", str(args.config), "--data.root", str(root),
          "--data.flow_dir", str(args.out / "flow"), "--output", str(results),
          "--trainer.logger.init_args.save_dir", str(args.out / "tensorboard")])
-    draft = evaluate_results(DavisRoot(root), results / "draft", progress=False)
+    draft = evaluate_results(DavisRoot(root), ResultsFolder(results).draft_root, progress=False)
     final = evaluate_results(DavisRoot(root), results, progress=False)
     before, after = per_sequence(draft), per_sequence(final)
     print(f"\n{'sequence':<16}{'without re-ID':>15}{'with re-ID':>12}")

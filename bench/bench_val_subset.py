@@ -16,6 +16,7 @@ from pathlib import Path
 
 from vsreid.cli import main as vsreid
 from vsreid.data.davis import DavisRoot
+from vsreid.data.results import ResultsFolder
 from vsreid.metrics.evaluation import evaluate_results
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,8 @@ def main() -> int:
             return code
         seconds[name] = time.time() - start
         root = DavisRoot(args.root)
-        scores[name] = {"draft": evaluate_results(root, out / "draft", sequences=args.sequences, progress=False),
+        scores[name] = {"draft": evaluate_results(root, ResultsFolder(out).draft_root, sequences=args.sequences,
+                                                  progress=False),
                         "final": evaluate_results(root, out, sequences=args.sequences, progress=False)}
     base, tuned = (per_sequence(scores[n]["final"]) for n in runs)
     names = list(runs)

@@ -19,6 +19,7 @@ from vsreid.cli import main as vsreid_main
 from vsreid.data.atomic import atomic_path
 from vsreid.data.davis import DavisRoot
 from vsreid.data.labels import overlay, read_frame, read_labels
+from vsreid.data.results import ResultsFolder
 from vsreid.data.synthetic import write_synthetic_root
 from vsreid.metrics.evaluation import evaluate_results
 from vsreid.resources import config_path, sample_root
@@ -34,6 +35,7 @@ def _predict(root: Path, output: Path, flow_dir: Path, logs: Path, finetune_step
 
 def _overlay_video(root: DavisRoot, seq: str, results: Path, path: Path, fps: int = 8) -> Path:
     """MP4 with the forward pass alone (left) and the final result after re-ID (right) over the frames."""
+    folder = ResultsFolder(results)
     frames = root.frame_paths(seq)
     first = read_frame(frames[0])
     h, w = first.shape[:2]
@@ -41,8 +43,8 @@ def _overlay_video(root: DavisRoot, seq: str, results: Path, path: Path, fps: in
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (2 * w, h))
         for frame_path in frames:
             rgb = read_frame(frame_path)
-            draft = read_labels(results / "draft" / seq / f"{frame_path.stem}.png")
-            final = read_labels(results / seq / f"{frame_path.stem}.png")
+            draft = read_labels(folder.draft_dir(seq) / f"{frame_path.stem}.png")
+            final = read_labels(folder.sequence_dir(seq) / f"{frame_path.stem}.png")
             tile = np.concatenate([overlay(rgb, draft), overlay(rgb, final)], axis=1)
             writer.write(cv2.cvtColor(tile, cv2.COLOR_RGB2BGR))
         writer.release()
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {name}: {root_path}", flush=True)
         _predict(root_path, results, out / "flow" / name, out / "tensorboard", args.finetune_steps)
         root = DavisRoot(root_path)
-        without = evaluate_results(root, results / "draft", progress=False)
+        without = evaluate_results(root, ResultsFolder(results).draft_root, progress=False)
         final = evaluate_results(root, results, progress=False)
         for seq in root.sequences():
             _overlay_video(root, seq, results, out / "videos" / f"{seq}.mp4")

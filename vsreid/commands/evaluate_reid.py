@@ -20,6 +20,7 @@ from vsreid.data.atomic import atomic_write_bytes
 from vsreid.data.crops import object_box
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
+from vsreid.data.results import ResultsFolder
 
 IOU_THRESHOLD = 0.5
 COLUMNS = ("sequence", "lost", "lost_in_gt", "recalled", "recall", "correctly_lost", "recoveries", "correct",
@@ -110,13 +111,14 @@ def _ratios(row: dict) -> dict:
 def run(args: argparse.Namespace) -> int:
     root = DavisRoot(args.davis_root)
     results = Path(args.results)
+    folder = ResultsFolder(results)
     if args.set_name or args.sequences:
         names = root.sequences(args.set_name, args.sequences)
     else:
-        names = sorted(p.parent.name for p in results.glob("*/reid.json"))
+        names = folder.reid_sequences()
         if not names:
             raise DataError(results, "no <seq>/reid.json found (run `vsreid predict` with re-ID enabled)")
-    rows = [_ratios({"sequence": seq, **evaluate_sequence(root, seq, read_report(results / seq / "reid.json"))})
+    rows = [_ratios({"sequence": seq, **evaluate_sequence(root, seq, read_report(folder.reid_report(seq)))})
             for seq in names]
     counts = [k for k in COLUMNS[1:] if k not in ("recall", "precision")]
     rows.append(_ratios({"sequence": "TOTAL", **{k: sum(r[k] for r in rows) for k in counts}}))

@@ -38,6 +38,15 @@ class ResultsFolder:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
 
+    @property
+    def draft_root(self) -> Path:
+        """The forward-pass results as a results folder of their own (``evaluate_results`` reads it like OUT)."""
+        return self.root / DRAFT
+
+    def reid_sequences(self) -> list[str]:
+        """The sequences that have a re-ID report."""
+        return sorted(p.parent.name for p in self.root.glob(f"*/{REID_REPORT}"))
+
     def sequence_dir(self, seq: str) -> Path:
         return self.root / seq
 
