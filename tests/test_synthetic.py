@@ -9,8 +9,8 @@ import pytest
 from vsreid.cli import main
 from vsreid.data import DavisRoot
 from vsreid.data.composite import composite_sequence
-from vsreid.data.synthetic import (EVENTS, generate_sequence, min_frames, read_meta, write_sequence,
-                                   write_synthetic_root)
+from vsreid.data.synthetic import EVENTS, generate_sequence, min_frames, read_meta, write_sequence
+from vsreid.data.synthetic_roots import write_synthetic_root
 
 SIZE = (96, 176)
 K = 5

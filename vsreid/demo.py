@@ -20,7 +20,7 @@ from vsreid.data.atomic import atomic_path
 from vsreid.data.davis import DavisRoot
 from vsreid.data.labels import overlay, read_frame, read_labels
 from vsreid.data.results import ResultsFolder
-from vsreid.data.synthetic import write_synthetic_root
+from vsreid.data.synthetic_roots import write_synthetic_root
 from vsreid.metrics.evaluation import evaluate_results
 from vsreid.resources import config_path, sample_root
 

@@ -12,7 +12,8 @@ import sys
 
 from tqdm.auto import tqdm
 
-from vsreid.data.synthetic import EVENTS, check_args, write_synthetic_root
+from vsreid.data.synthetic import EVENTS, check_args
+from vsreid.data.synthetic_roots import write_synthetic_root
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
