@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from vsreid.data.atomic import atomic_write_bytes
-from vsreid.data.crops import object_box
+from vsreid.data.crops import box_iou, object_box
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.results import ResultsFolder
@@ -33,15 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--set", dest="set_name", help="a split of ImageSets; default: every <seq>/reid.json in DIR")
     which.add_argument("--sequences", nargs="+", metavar="SEQ", help="these sequences only")
-
-
-def box_iou(a, b) -> float:
-    """Standard intersection over union of two boxes (x1, y1, x2, y2) with continuous coordinates (x2 exclusive)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    inter = max(0.0, iw) * max(0.0, ih)
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return float(inter / union) if union > 0 else 0.0
 
 
 def read_report(path: Path) -> dict:

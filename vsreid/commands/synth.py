@@ -12,19 +12,20 @@ import sys
 
 from tqdm.auto import tqdm
 
+from vsreid.commands import positive_int
 from vsreid.data.synthetic import EVENTS, check_args
 from vsreid.data.synthetic_roots import write_synthetic_root
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="ROOT", help="DAVIS root to write into")
-    parser.add_argument("--sequences", type=_positive, default=4, help="number of sequences (default 4)")
+    parser.add_argument("--sequences", type=positive_int, default=4, help="number of sequences (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first sequence (default 0)")
-    parser.add_argument("--frames", type=_positive, default=40, help="frames per sequence (default 40)")
-    parser.add_argument("--height", type=_positive, default=240, help="frame height in px (default 240)")
-    parser.add_argument("--width", type=_positive, default=432, help="frame width in px (default 432)")
-    parser.add_argument("--objects", type=_positive, default=3, help="labelled objects, 2-4 (default 3)")
-    parser.add_argument("--min-absence", type=_positive, default=5,
+    parser.add_argument("--frames", type=positive_int, default=40, help="frames per sequence (default 40)")
+    parser.add_argument("--height", type=positive_int, default=240, help="frame height in px (default 240)")
+    parser.add_argument("--width", type=positive_int, default=432, help="frame width in px (default 432)")
+    parser.add_argument("--objects", type=positive_int, default=3, help="labelled objects, 2-4 (default 3)")
+    parser.add_argument("--min-absence", type=positive_int, default=5,
                         help="frames an object stays hidden or out of view (default 5)")
     parser.add_argument("--events", type=_events, default=EVENTS,
                         help=f"comma-separated subset of {','.join(EVENTS)} (default all)")
@@ -32,13 +33,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="split file ImageSets/2017/<set>.txt (default val)")
     parser.add_argument("--composite-from", metavar="DAVIS_ROOT",
                         help="cut real objects and backgrounds out of this DAVIS root instead of drawing them")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
 
 
 def _events(text: str) -> tuple[str, ...]:

@@ -79,3 +79,12 @@ def paste_back(patch: np.ndarray, box: Box, out_shape: tuple[int, int], fill=0.0
     out[...] = fill
     out[y1:y2, x1:x2] = resized
     return out
+
+
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes (x1, y1, x2, y2) with continuous coordinates (x2 exclusive); 0 when
+    both are empty."""
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
+    return float(iw * ih / union) if union > 0 else 0.0

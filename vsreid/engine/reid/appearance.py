@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vsreid.data.crops import object_box
+from vsreid.data.crops import box_iou, object_box
 from vsreid.models.efficientnet_lite import efficientnet_lite0
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -130,14 +130,6 @@ def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Zero-pad the last two dims of ``x`` to ``size``, keeping it at offset ((H-h)//2, (W-w)//2)."""
     dh, dw = size[0] - x.shape[-2], size[1] - x.shape[-1]
     return F.pad(x, (dw // 2, dw - dw // 2, dh // 2, dh - dh // 2))
-
-
-def _box_iou(a, b) -> float:
-    """IoU of two boxes (x1, y1, x2, y2)."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
-    return iw * ih / union if union > 0 else 0.0
 
 
 def _colour_bins(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -245,7 +237,7 @@ class AppearanceReID:
         found = self._frame_boxes(t)
         sims = self._match(found, tpl)
         added = [self._appearance(found, m, tpl) for m in np.flatnonzero(sims >= self.center)
-                 if _box_iou(found.boxes[m], box) <= max_iou]
+                 if box_iou(found.boxes[m], box) <= max_iou]
         self.distractors[i] += added
         del self.distractors[i][:-self.max_memory]
         self._scores = {key: row for key, row in self._scores.items() if key[1] != i}  # only i's scores changed
