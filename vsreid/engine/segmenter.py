@@ -26,15 +26,16 @@ from .state import PropagationState
 class SegmentSettings:
     """How one sequence is segmented. ``propagation``: crops, boxes, lost objects, refinement passes;
     ``flip``: average with the mirrored pass; ``batch_size``: crops per network pass; ``finetune_steps`` (0 = off),
-    ``finetune_lr``, ``finetune_crop_size``, ``finetune_batch_size``, ``lovasz_weight``: online finetuning on the
-    first frame; ``recovery``: the re-ID rules (used when a provider is given)."""
+    ``finetune_lr``, ``finetune_crop_size`` (None = the propagation crop size), ``finetune_batch_size``,
+    ``lovasz_weight``: online finetuning on the first frame; ``recovery``: the re-ID rules (used when a provider is
+    given). The defaults are the paper's where it has one."""
 
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     flip: bool = True
     batch_size: int = 4
     finetune_steps: int = 0
     finetune_lr: float = 1e-4
-    finetune_crop_size: int = 257
+    finetune_crop_size: int | None = None
     finetune_batch_size: int = 4
     lovasz_weight: float = 0.0
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
@@ -69,8 +70,8 @@ def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndar
     """
     started = time.perf_counter()
     if settings.finetune_steps > 0:
-        batches = first_frame_batches(source, settings.finetune_crop_size, settings.finetune_steps,
-                                      settings.finetune_batch_size)
+        batches = first_frame_batches(source, settings.finetune_crop_size or settings.propagation.crop_size,
+                                      settings.finetune_steps, settings.finetune_batch_size)
         if progress:
             batches = tqdm(batches, total=settings.finetune_steps, desc=f"{source.seq}: finetune", unit="step",
                            leave=False, position=position)

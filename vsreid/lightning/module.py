@@ -16,7 +16,7 @@ from vsreid.engine.predictor import mirrored
 from vsreid.engine.propagator import PropagationConfig
 from vsreid.engine.reid import AppearanceReID, OriginalSearchResults, ReIDProvider, RecoveryConfig
 from vsreid.engine.segmenter import SegmentSettings, segment_sequence
-from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights
+from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights, network_arguments
 from vsreid.models.losses import VOID, segmentation_loss
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 from vsreid.models.resnet_weights import load_backbone_weights
@@ -27,6 +27,9 @@ from .visuals import log_grid
 
 class VSReIDModule(LightningModule):
     """MP2S wrapped for ``fit`` (pretraining / online finetuning), ``validate`` and ``predict``.
+
+    Network and predict arguments left unset (None) take the defaults of :class:`MP2S` and of
+    :class:`vsreid.engine.segmenter.SegmentSettings` (the paper's configuration); configs say what differs.
 
     Args:
         backbone: MP2S stream backbone, ``efficientnet_lite0`` (CPU model) or ``resnet101`` (the paper's).
@@ -75,21 +78,21 @@ class VSReIDModule(LightningModule):
 
     def __init__(
         self,
-        backbone: str = "efficientnet_lite0",
-        output_stride: int = 8,
-        aspp_channels: int = 128,
-        pretrained: bool = True,
-        bn_momentum: float = 0.05,
-        dropout: float = 0.1,
-        prior_skip: bool = True,
-        refine_channels: int = 0,
-        refine_residual: bool = False,
-        boundary_band: int = 0,
-        residual_band: int = 0,
-        residual_threshold: float = 20.0,
-        guided_radius: int = 0,
-        guided_eps: float = 1e-4,
-        guided_in_training: bool = True,
+        backbone: str | None = None,
+        output_stride: int | None = None,
+        aspp_channels: int | None = None,
+        pretrained: bool | None = None,
+        bn_momentum: float | None = None,
+        dropout: float | None = None,
+        prior_skip: bool | None = None,
+        refine_channels: int | None = None,
+        refine_residual: bool | None = None,
+        boundary_band: int | None = None,
+        residual_band: int | None = None,
+        residual_threshold: float | None = None,
+        guided_radius: int | None = None,
+        guided_eps: float | None = None,
+        guided_in_training: bool | None = None,
         init_from: str | None = None,
         backbone_weights: str | None = None,
         optimizer: str = "adamw",
@@ -100,21 +103,21 @@ class VSReIDModule(LightningModule):
         freeze_bn: bool = False,
         ema_decay: float = 0.0,
         image_log_every_n_steps: int = 100,
-        crop_size: int = 321,
-        flip: bool = True,
-        box_enlarge: float = 0.15,
-        lost_ratio: float = 10.0,
-        max_flow_error: float = 100.0,
-        refine_iterations: int = 5,
-        predict_batch_size: int = 4,
-        finetune_steps: int = 0,
-        finetune_lr: float = 1e-4,
-        finetune_crop_size: int = 257,
+        crop_size: int | None = None,
+        flip: bool | None = None,
+        box_enlarge: float | None = None,
+        lost_ratio: float | None = None,
+        max_flow_error: float | None = None,
+        refine_iterations: int | None = None,
+        predict_batch_size: int | None = None,
+        finetune_steps: int | None = None,
+        finetune_lr: float | None = None,
+        finetune_crop_size: int | None = None,
         reid: bool = True,
         reid_provider: str = "appearance",
         reid_split: str | None = None,
-        reid_score_threshold: float = 0.5,
-        reid_occlusion_threshold: float = 0.3,
+        reid_score_threshold: float | None = None,
+        reid_occlusion_threshold: float | None = None,
         reid_max_rounds: int | None = None,
     ):
         super().__init__()
@@ -126,12 +129,7 @@ class VSReIDModule(LightningModule):
             raise ValueError("reid_provider 'original' needs reid_split=<set name> (the pickles are indexed over a "
                              "split)")
         self.save_hyperparameters()
-        self.net = MP2S(backbone=backbone, output_stride=output_stride, aspp_channels=aspp_channels,
-                        pretrained=pretrained and init_from is None, bn_momentum=bn_momentum, dropout=dropout,
-                        prior_skip=prior_skip, refine_channels=refine_channels, refine_residual=refine_residual,
-                        boundary_band=boundary_band, residual_band=residual_band,
-                        residual_threshold=residual_threshold, guided_radius=guided_radius, guided_eps=guided_eps,
-                        guided_in_training=guided_in_training)
+        self.net = MP2S(**network_arguments(self.hparams), pretrained=bool(pretrained) and init_from is None)
         if backbone_weights:
             report = load_backbone_weights(self.net, backbone_weights)
             rank_zero_info(f"{backbone_weights}: {report.loaded} tensors loaded; {len(report.kept)} keep their "
@@ -159,16 +157,21 @@ class VSReIDModule(LightningModule):
         return self.net if self.net_ema is None else self.net_ema
 
     def segment_settings(self) -> SegmentSettings:
-        """The engine's settings for one sequence, from this module's predict arguments."""
+        """The engine's settings for one sequence: this module's predict arguments where given, the engine's
+        defaults (:class:`SegmentSettings`, the one place they live) for the rest."""
         h = self.hparams
-        propagation = PropagationConfig(crop_size=h.crop_size, box_enlarge=h.box_enlarge, lost_ratio=h.lost_ratio,
-                                        max_flow_error=h.max_flow_error, refine_iterations=h.refine_iterations)
-        recovery = RecoveryConfig(score_threshold=h.reid_score_threshold,
-                                  occlusion_threshold=h.reid_occlusion_threshold, max_rounds=h.reid_max_rounds)
-        return SegmentSettings(propagation, flip=h.flip, batch_size=h.predict_batch_size,
-                               finetune_steps=h.finetune_steps, finetune_lr=h.finetune_lr,
-                               finetune_crop_size=h.finetune_crop_size, lovasz_weight=h.lovasz_weight,
-                               recovery=recovery)
+
+        def given(pairs: dict[str, str]) -> dict:
+            return {field: h[arg] for arg, field in pairs.items() if h.get(arg) is not None}
+
+        propagation = PropagationConfig(**given({k: k for k in ("crop_size", "box_enlarge", "lost_ratio",
+                                                               "max_flow_error", "refine_iterations")}))
+        recovery = RecoveryConfig(**given({"reid_score_threshold": "score_threshold",
+                                           "reid_occlusion_threshold": "occlusion_threshold",
+                                           "reid_max_rounds": "max_rounds"}))
+        return SegmentSettings(propagation, recovery=recovery, lovasz_weight=h.lovasz_weight, **given({
+            "flip": "flip", "predict_batch_size": "batch_size", "finetune_steps": "finetune_steps",
+            "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size"}))
 
     def reid_provider(self, root: str) -> ReIDProvider | None:
         """The re-ID provider for a sequence of DAVIS root ``root`` (None when re-ID is off); the original pickles
@@ -246,7 +249,7 @@ class VSReIDModule(LightningModule):
         with torch.autocast(self.device.type, enabled=False):
             loss, logits = self._loss(batch)
             fg = torch.softmax(logits.float(), 1)[:, 1]
-            if self.hparams.flip:
+            if self.segment_settings().flip:
                 flipped = mirrored(batch["image"], batch["flow"], batch["prior"], batch.get("residual"))
                 fg = (fg + torch.softmax(self(*flipped).float(), 1)[:, 1].flip(2)) / 2
         self.log("val/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)

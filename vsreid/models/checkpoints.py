@@ -1,7 +1,10 @@
 """Reading network weights from Lightning checkpoints of ``VSReIDModule`` or original ``MP2S.pth.tar`` files."""
 from __future__ import annotations
 
+import inspect
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,7 +32,14 @@ def read_network(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     config = ckpt.get("network") or ckpt.get("hyper_parameters")
-    return state, ({k: config[k] for k in NETWORK_KEYS if k in config} if config else None)
+    return state, (network_arguments(config) if config else None)
+
+
+def network_arguments(given: Mapping[str, Any]) -> dict[str, Any]:
+    """The MP2S arguments of :data:`NETWORK_KEYS`: those ``given`` (None = not given), MP2S's defaults for the
+    rest (the one place network defaults live)."""
+    defaults = {k: p.default for k, p in inspect.signature(MP2S.__init__).parameters.items() if k in NETWORK_KEYS}
+    return {**defaults, **{k: given[k] for k in NETWORK_KEYS if given.get(k) is not None}}
 
 
 def load_network_weights(net: nn.Module, path: str | Path, config: dict | None = None) -> None:
@@ -43,6 +53,7 @@ def load_network_weights(net: nn.Module, path: str | Path, config: dict | None =
     """
     state, recorded = read_network(path)
     if config is not None:
+        config = network_arguments(config)
         differ = [f"{k}={recorded[k]!r} (here {config.get(k)!r})" for k in FUNCTION_KEYS
                   if (recorded or {}).get(k) and config.get(k) != recorded[k]]
         if differ:
