@@ -28,6 +28,7 @@ from .errors import DataError
 from .labels import read_frame
 
 FLO_MAGIC = 202021.25
+DEFAULT_PRESET = "medium"  #: the DIS preset used wherever none is given
 _HEADER = np.dtype([("magic", "<f4"), ("width", "<i4"), ("height", "<i4")])
 MAX_FLO_SIDE = 1 << 15
 
@@ -91,7 +92,7 @@ class DISFlow(FlowEstimator):
     PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
 
-    def __init__(self, preset: str = "medium"):
+    def __init__(self, preset: str = DEFAULT_PRESET):
         if preset not in self.PRESETS:
             raise ValueError(f"unknown DIS preset '{preset}', expected one of {', '.join(self.PRESETS)}")
         self.preset = preset
@@ -115,7 +116,7 @@ def make_flow_estimator(name: str = "dis", preset: str | None = None) -> FlowEst
     """The estimator called ``name`` in configs: ``dis`` (with ``preset``, default medium), ``farneback`` (no presets;
     ``preset`` is ignored) or ``precomputed`` (None: flows are only read from the cache)."""
     if name == "dis":
-        return DISFlow(preset or "medium")
+        return DISFlow(preset or DEFAULT_PRESET)
     if name == "farneback":
         return FarnebackFlow()
     if name == "precomputed":

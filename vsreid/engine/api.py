@@ -33,7 +33,7 @@ from torch import nn
 
 from vsreid.data.davis import FRAME_EXTENSIONS, DavisRoot
 from vsreid.data.errors import DataError
-from vsreid.data.flow import FlowCache, make_flow_estimator
+from vsreid.data.flow import DEFAULT_PRESET, FlowCache, make_flow_estimator
 from vsreid.data.labels import VOID, read_frame, read_labels, write_frame, write_labels
 from vsreid.data.video import read_video, scaled_size
 from vsreid.models.checkpoints import load_network, read_predict_settings
@@ -74,7 +74,7 @@ class Segmenter:
     """The VS-ReID method on any video: ``net`` (an MP2S), ``settings`` (how one sequence is segmented),
     ``flow_preset`` (DIS), ``reid`` (whether :meth:`propagate` applies re-ID by default)."""
 
-    def __init__(self, net: nn.Module, settings: SegmentSettings | None = None, flow_preset: str = "medium",
+    def __init__(self, net: nn.Module, settings: SegmentSettings | None = None, flow_preset: str = DEFAULT_PRESET,
                  reid: bool = True):
         self.net = net.eval()
         self.settings = settings or SegmentSettings()
@@ -90,7 +90,7 @@ class Segmenter:
         recorded = read_predict_settings(path)
         net = load_network(path, bands=recorded).to(device)
         return cls(net, settings_from_record(recorded) if recorded else None,
-                   flow_preset=(recorded or {}).get("flow_preset", "medium"), reid=(recorded or {}).get("reid", True))
+                   flow_preset=(recorded or {}).get("flow_preset", DEFAULT_PRESET), reid=(recorded or {}).get("reid", True))
 
     def init_state(self, video: str | os.PathLike | np.ndarray, work_dir: str | os.PathLike | None = None,
                    flow_dir: str | os.PathLike | None = None, height: int | None = None) -> VideoState:

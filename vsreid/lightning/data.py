@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from vsreid.data.augment import Augmentation
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
-from vsreid.data.flow import FlowCache, make_flow_estimator
+from vsreid.data.flow import DEFAULT_PRESET, FlowCache, make_flow_estimator
 from vsreid.data.results import ResultsFolder, Status
 from vsreid.data.samples import EvalPairs, FirstFrameSamples, PropagationSamples
 
@@ -82,7 +82,7 @@ class DavisPredictDataModule(LightningDataModule):
     """
 
     def __init__(self, root: str, set: str | None = None, sequences: list[str] | None = None,
-                 flow_method: str = "dis", flow_preset: str = "medium", flow_dir: str | None = None,
+                 flow_method: str = "dis", flow_preset: str = DEFAULT_PRESET, flow_dir: str | None = None,
                  full_resolution: bool = False, skip_finished_in: str | None = None):
         super().__init__()
         self.root, self.set, self.sequences = root, set, sequences
@@ -194,7 +194,7 @@ class PretrainDataModule(_SampleDataModule):
                  p_static: float = 0.0, erode_share: float = 0.5, jitter: float = 0.2, context: float = 0.3,
                  max_gap: int = 1, p_occluder: float = 0.0, augment: Augmentation | None = None,
                  num_workers: int = 2, seed: int = 0,
-                 flow_method: str = "dis", flow_preset: str = "medium", flow_cache_dir: str | None = None):
+                 flow_method: str = "dis", flow_preset: str = DEFAULT_PRESET, flow_cache_dir: str | None = None):
         super().__init__(crop_size, batch_size, num_workers, flow_method, flow_preset, flow_cache_dir)
         self.erode_share, self.jitter, self.context, self.max_gap = erode_share, jitter, context, max_gap
         self.p_occluder = p_occluder
@@ -261,7 +261,7 @@ class OnlineFinetuneDataModule(_SampleDataModule):
 
     def __init__(self, root: str, sequences: list[str] | None = None, set: str | None = None, crop_size: int = 257,
                  batch_size: int = 4, samples_per_epoch: int = 200, num_workers: int = 0, seed: int = 0,
-                 flow_method: str = "dis", flow_preset: str = "medium", flow_cache_dir: str | None = None):
+                 flow_method: str = "dis", flow_preset: str = DEFAULT_PRESET, flow_cache_dir: str | None = None):
         super().__init__(crop_size, batch_size, num_workers, flow_method, flow_preset, flow_cache_dir)
         self.root, self.sequences, self.set = root, sequences, set
         self.samples_per_epoch, self.seed = samples_per_epoch, seed

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from vsreid.data.davis import DavisRoot, SequenceInfo
-from vsreid.data.flow import FlowCache, make_flow_estimator
+from vsreid.data.flow import DEFAULT_PRESET, FlowCache, make_flow_estimator
 from vsreid.engine.segmenter import SegmentationResult
 from vsreid.engine.source import SequenceSource
 
@@ -18,7 +18,7 @@ class SequenceItem:
     num_frames: int
     num_objects: int
     flow_method: str = "dis"
-    flow_preset: str = "medium"
+    flow_preset: str = DEFAULT_PRESET
     flow_dir: str | None = None
     full_resolution: bool = False
 
