@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from vsreid.commands import positive_int
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
-from vsreid.data.flow import DISFlow, FillStats, FlowCache, make_flow_estimator
+from vsreid.data.flow import DEFAULT_PRESET, DISFlow, FillStats, FlowCache, make_flow_estimator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--sequences", nargs="+", metavar="SEQ", help="these sequences only")
     parser.add_argument("--workers", type=positive_int, default=1, help="parallel processes, one sequence each")
     parser.add_argument("--method", default="dis", choices=("dis", "farneback"), help="flow estimator (default dis)")
-    parser.add_argument("--preset", default="medium", choices=tuple(DISFlow.PRESETS), help="DIS preset")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=tuple(DISFlow.PRESETS), help="DIS preset")
     parser.add_argument("--out", help="flow folder (default ROOT/Flow/480p)")
 
 
