@@ -20,7 +20,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vsreid.data.atomic import atomic_write_bytes
-from vsreid.data.davis import FRAME_EXTENSIONS
 from vsreid.data.errors import DataError
 from vsreid.data.labels import VOID, overlay, read_frame, read_labels, write_labels
 from vsreid.data.video import read_video, video_fps, write_video
@@ -44,11 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _frames(source: Path) -> list[np.ndarray]:
     if source.is_dir():
-        files = sorted(p for p in source.iterdir()
-                       if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith("."))
-        if not files:
-            raise DataError(source, "no frames (expected image files)")
-        return [read_frame(p) for p in files]
+        from vsreid.engine.api import frame_files
+
+        return [read_frame(p) for p in frame_files(source)]
     if not source.is_file():
         raise DataError(source, "not found (expected a video file or a folder of frames)")
     return list(read_video(source))

@@ -110,7 +110,7 @@ class Segmenter:
             if height is None:
                 _link_frames(Path(video), frames_dir)
             else:
-                _write_frames((read_frame(p) for p in _frame_files(Path(video))), frames_dir, height)
+                _write_frames((read_frame(p) for p in frame_files(Path(video))), frames_dir, height)
         elif Path(video).is_file():
             _write_frames(read_video(video), frames_dir, height)
         else:
@@ -199,7 +199,8 @@ def _write_frames(frames: Iterator[np.ndarray], folder: Path, height: int | None
         write_frame(folder / f"{t:05d}.png", frame)
 
 
-def _frame_files(source: Path) -> list[Path]:
+def frame_files(source: Path) -> list[Path]:
+    """The image files of a frame folder, sorted by name (hidden files skipped)."""
     files = sorted(p for p in source.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith("."))
     if not files:
         raise DataError(source, "no frames (expected image files)")
@@ -207,7 +208,7 @@ def _frame_files(source: Path) -> list[Path]:
 
 
 def _link_frames(source: Path, folder: Path) -> None:
-    for t, path in enumerate(_frame_files(source)):
+    for t, path in enumerate(frame_files(source)):
         os.symlink(path.resolve(), folder / f"{t:05d}{path.suffix.lower()}")
 
 
