@@ -12,15 +12,14 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from vsreid.cli import main as vsreid_main
-from vsreid.data.atomic import atomic_path
 from vsreid.data.davis import DavisRoot
 from vsreid.data.labels import overlay, read_frame, read_labels
 from vsreid.data.results import ResultsFolder
 from vsreid.data.synthetic_roots import write_synthetic_root
+from vsreid.data.video import write_video
 from vsreid.metrics.evaluation import evaluate_results
 from vsreid.resources import config_path, sample_root
 
@@ -36,19 +35,15 @@ def _predict(root: Path, output: Path, flow_dir: Path, logs: Path, finetune_step
 def _overlay_video(root: DavisRoot, seq: str, results: Path, path: Path, fps: int = 8) -> Path:
     """MP4 with the forward pass alone (left) and the final result after re-ID (right) over the frames."""
     folder = ResultsFolder(results)
-    frames = root.frame_paths(seq)
-    first = read_frame(frames[0])
-    h, w = first.shape[:2]
-    with atomic_path(path, suffix=".tmp.mp4") as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (2 * w, h))
-        for frame_path in frames:
+
+    def tiles():
+        for frame_path in root.frame_paths(seq):
             rgb = read_frame(frame_path)
             draft = read_labels(folder.draft_dir(seq) / f"{frame_path.stem}.png")
             final = read_labels(folder.sequence_dir(seq) / f"{frame_path.stem}.png")
-            tile = np.concatenate([overlay(rgb, draft), overlay(rgb, final)], axis=1)
-            writer.write(cv2.cvtColor(tile, cv2.COLOR_RGB2BGR))
-        writer.release()
-    return path
+            yield np.concatenate([overlay(rgb, draft), overlay(rgb, final)], axis=1)
+
+    return write_video(path, tiles(), fps)
 
 
 def _table(rows: list[tuple[str, float, float]]) -> str:
