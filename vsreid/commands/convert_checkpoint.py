@@ -13,9 +13,12 @@ import lightning
 import torch
 
 from vsreid.data.atomic import atomic_path
+from vsreid.lightning.module import VSReIDModule
+from vsreid.models.checkpoints import network_arguments
+from vsreid.models.mp2s import MP2S
 
-PAPER_CONFIG = dict(backbone="resnet101", output_stride=8, aspp_channels=512, pretrained=False, prior_skip=False,
-                    crop_size=449, optimizer="sgd", lr=0.001, weight_decay=0.0005)
+#: The original's training policy. Network and predict settings are left to their defaults, which are the paper's.
+PAPER_TRAINING = dict(optimizer="sgd", lr=0.001, weight_decay=0.0005)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,12 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def convert(original: Path, output: Path, **config) -> Path:
     """Load ``original`` strictly into the paper-configured module and save a Lightning checkpoint atomically."""
-    from vsreid.lightning.module import VSReIDModule
-    from vsreid.models.mp2s import MP2S
-
-    hparams = {**PAPER_CONFIG, **config}
-    net = MP2S.from_original(original, backbone=hparams["backbone"])
-    module = VSReIDModule(**hparams)
+    module = VSReIDModule(**{**PAPER_TRAINING, **config})
+    net = MP2S.from_original(original, backbone=network_arguments(module.hparams)["backbone"])
     module.net.load_state_dict(net.state_dict(), strict=True)
     checkpoint = {"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
                   "pytorch-lightning_version": lightning.__version__, "epoch": 0, "global_step": 0,
