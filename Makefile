@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vsreid-bootstrap
 
-.PHONY: bootstrap demo test bench clean
+.PHONY: bootstrap demo picture notebook test bench clean
 
 bootstrap: $(STAMP)
 
@@ -22,6 +22,14 @@ $(STAMP): setup.cfg pyproject.toml
 
 demo: bootstrap
 	$(PY) -m vsreid.demo
+
+# the README picture: the demo's results on the bundled sample, four frames per sequence
+picture: bootstrap
+	$(PY) -m vsreid.demo --picture notebooks/figures/demo.jpg
+
+# re-execute the notebook in place, so it is committed with its outputs
+notebook: bootstrap
+	$(PY) notebooks/execute.py
 
 test: bootstrap
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -12,11 +12,12 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from vsreid.cli import main as vsreid_main
 from vsreid.data.davis import DavisRoot
-from vsreid.data.labels import overlay, read_frame, read_labels
+from vsreid.data.labels import overlay, overlay_strip, read_frame, read_labels, write_frame
 from vsreid.data.results import ResultsFolder
 from vsreid.data.synthetic_roots import write_synthetic_root
 from vsreid.data.video import write_video
@@ -24,10 +25,11 @@ from vsreid.metrics.evaluation import evaluate_results
 from vsreid.resources import config_path, sample_root
 
 
-def _predict(root: Path, output: Path, flow_dir: Path, logs: Path, finetune_steps: int) -> None:
+def _predict(root: Path, output: Path, flow_dir: Path, logs: Path, finetune_steps: int | None) -> None:
+    steps = [] if finetune_steps is None else ["--finetune_steps", str(finetune_steps)]
     code = vsreid_main(["predict", "-c", str(config_path("davis_lite")), "--data.root", str(root),
                         "--data.flow_dir", str(flow_dir), "--output", str(output),
-                        "--finetune_steps", str(finetune_steps), "--trainer.logger.init_args.save_dir", str(logs)])
+                        "--trainer.logger.init_args.save_dir", str(logs)] + steps)
     if code:
         raise SystemExit(code)
 
@@ -46,6 +48,17 @@ def _overlay_video(root: DavisRoot, seq: str, results: Path, path: Path, fps: in
     return write_video(path, tiles(), fps)
 
 
+def _picture_row(root: DavisRoot, seq: str, results: Path, width: int) -> np.ndarray:
+    """Four outlined overlays of the final result side by side, scaled to ``width`` px, the sequence named."""
+    frames = root.frame_paths(seq)
+    labels = [read_labels(ResultsFolder(results).sequence_dir(seq) / f"{p.stem}.png") for p in frames]
+    strip = overlay_strip(lambda t: read_frame(frames[t]), labels)
+    row = cv2.resize(strip, (width, round(strip.shape[0] * width / strip.shape[1])), interpolation=cv2.INTER_AREA)
+    for colour, thickness in (((0, 0, 0), 4), ((255, 255, 255), 1)):
+        cv2.putText(row, seq, (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, colour, thickness, cv2.LINE_AA)
+    return row
+
+
 def _table(rows: list[tuple[str, float, float]]) -> str:
     lines = [f"{'sequence':<30}{'J&F without re-ID':>20}{'J&F with re-ID':>18}"]
     lines += [f"{name:<30}{a:>20.1f}{b:>18.1f}" for name, a, b in rows]
@@ -56,14 +69,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vsreid.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("work_dirs") / "demo",
                         help="where everything is written (default work_dirs/demo in the current folder)")
-    parser.add_argument("--finetune-steps", type=int, default=20, help="online finetuning steps per sequence")
+    parser.add_argument("--finetune-steps", type=int, default=None,
+                        help="online finetuning steps per sequence (default: the shipped config's)")
+    parser.add_argument("--picture", type=Path, default=None,
+                        help="also write a JPEG of four frames of every sequence's result (the README picture)")
     args = parser.parse_args(argv)
     start = time.time()
     out = args.out
     synthetic = out / "synthetic"
     if not (synthetic / "ImageSets" / "2017" / "val.txt").is_file():
         write_synthetic_root(synthetic, 1, seed=7, size=(240, 432), num_frames=40, num_objects=3)
-    rows = []
+    rows, picture = [], []
     for name, root_path in (("samples", sample_root()), ("synthetic", synthetic)):
         results = out / "results" / name
         print(f"\n== {name}: {root_path}", flush=True)
@@ -73,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         final = evaluate_results(root, results, progress=False)
         for seq in root.sequences():
             _overlay_video(root, seq, results, out / "videos" / f"{seq}.mp4")
+            picture.append(_picture_row(root, seq, results, width=1600))
             a = [s for n, s in zip(without.objects, without.object_stats) if n.rsplit("_", 1)[0] == seq]
             b = [s for n, s in zip(final.objects, final.object_stats) if n.rsplit("_", 1)[0] == seq]
             rows.append((seq, 50 * np.mean([s[0] + s[3] for s in a]), 50 * np.mean([s[0] + s[3] for s in b])))
@@ -82,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults (palette PNGs, reid.json, DAVIS CSVs): {out / 'results'}")
     print(f"overlay videos (left: forward pass, right: with re-ID): {out / 'videos'}")
     print(f"TensorBoard: tensorboard --logdir {out / 'tensorboard'}")
+    if args.picture is not None:
+        print(f"picture: {write_frame(args.picture, np.concatenate(picture, axis=0), quality=85)}")
     print(f"demo finished in {time.time() - start:.0f} s")
     return 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -114,3 +115,10 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, alpha: float = 0.5, outline: bo
             cv2.drawContours(out, contours, -1, (0, 0, 0), thickness + 2)
             cv2.drawContours(out, contours, -1, tuple(int(c) for c in palette[obj]), thickness)
     return out
+
+
+def overlay_strip(frame: Callable[[int], np.ndarray], labels: Sequence[np.ndarray], count: int = 4) -> np.ndarray:
+    """``count`` evenly spaced outlined overlays side by side: ``frame(t)`` gives the RGB (H, W, 3) uint8 frame t,
+    ``labels[t]`` its (H, W) id map. Returns (H, count * W, 3) uint8 (fewer tiles for shorter sequences)."""
+    picks = np.linspace(0, len(labels) - 1, min(count, len(labels))).round().astype(int)
+    return np.concatenate([overlay(frame(t), labels[t], outline=True) for t in picks], axis=1)

@@ -6,7 +6,6 @@ import json
 import os
 from pathlib import Path
 
-import numpy as np
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
@@ -14,7 +13,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from vsreid.data.atomic import atomic_write_bytes
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
-from vsreid.data.labels import overlay, write_frame, write_labels
+from vsreid.data.labels import overlay, overlay_strip, write_frame, write_labels
 from vsreid.data.results import ResultsFolder, Status
 from vsreid.data.video import write_video
 
@@ -70,9 +69,7 @@ class DavisWriter(BasePredictionWriter):
         seq, labels, source = prediction.item.sequence, prediction.result.labels, prediction.source
         write_video(self.folder.overlay_video(seq),
                     (overlay(source.frame(t), labels[t], outline=True) for t in range(len(labels))))
-        picks = np.linspace(0, len(labels) - 1, min(4, len(labels))).round().astype(int)
-        strip = np.concatenate([overlay(source.frame(t), labels[t], outline=True) for t in picks], axis=1)
-        write_frame(self.folder.overlay_strip(seq), strip)
+        write_frame(self.folder.overlay_strip(seq), overlay_strip(source.frame, labels))
 
     def on_predict_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Wait until every rank has written and marked its sequences, then check them all and report on rank 0."""
@@ -149,7 +146,5 @@ class PredictionMonitor(Callback):
                 for name, value in scores.items():
                     experiment.add_scalar(f"predict/{seq}/J&F_{name}", value, 0)
         if experiment is not None and hasattr(experiment, "add_image"):
-            picks = np.linspace(0, outputs.info.num_frames - 1, self.frames_per_sequence).round().astype(int)
-            tiles = [overlay(outputs.source.frame(t), labels[t]) for t in picks]
-            grid = np.concatenate(tiles, axis=1)
+            grid = overlay_strip(outputs.source.frame, labels, self.frames_per_sequence)
             experiment.add_image(f"predict/{seq}", torch.from_numpy(grid).permute(2, 0, 1), 0)
