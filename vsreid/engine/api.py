@@ -39,9 +39,8 @@ from vsreid.data.video import read_video, scaled_size
 from vsreid.models.checkpoints import load_network, read_predict_settings
 from vsreid.resources import weights_path
 
-from .propagator import PropagationConfig
-from .reid import AppearanceReID, RecoveryConfig
-from .segmenter import SegmentationResult, SegmentSettings, segment_frames
+from .reid import AppearanceReID
+from .segmenter import SegmentationResult, SegmentSettings, segment_frames, settings_from_arguments
 from .source import SequenceSource
 
 SEQUENCE = "video"
@@ -89,7 +88,7 @@ class Segmenter:
         path = weights_path(name_or_path)
         recorded = read_predict_settings(path)
         net = load_network(path, bands=recorded).to(device)
-        return cls(net, settings_from_record(recorded) if recorded else None,
+        return cls(net, settings_from_arguments(recorded) if recorded else None,
                    flow_preset=(recorded or {}).get("flow_preset", DEFAULT_PRESET), reid=(recorded or {}).get("reid", True))
 
     def init_state(self, video: str | os.PathLike | np.ndarray, work_dir: str | os.PathLike | None = None,
@@ -169,20 +168,6 @@ class Segmenter:
         write_labels(root.annotation_path(seq, root.frame_stems(seq)[0]), state.mask)
         cache = FlowCache(root, make_flow_estimator("dis", preset=self.flow_preset), flow_dir=state.flow_dir)
         return SequenceSource(root, seq, cache)
-
-
-def settings_from_record(record: dict) -> SegmentSettings:
-    """:class:`SegmentSettings` from the predict settings recorded in a weights file (see
-    :func:`vsreid.models.checkpoints.read_predict_settings`)."""
-    propagation = PropagationConfig(**{k: record[k] for k in ("crop_size", "box_enlarge", "lost_ratio",
-                                                              "max_flow_error", "refine_iterations") if k in record})
-    recovery = RecoveryConfig(**{k.removeprefix("reid_"): record[k] for k in (
-        "reid_score_threshold", "reid_occlusion_threshold", "reid_max_rounds") if k in record})
-    kept = {k: record[k] for k in ("flip", "finetune_steps", "finetune_lr", "finetune_crop_size", "lovasz_weight")
-            if k in record}
-    if "predict_batch_size" in record:
-        kept["batch_size"] = record["predict_batch_size"]
-    return SegmentSettings(propagation, recovery=recovery, **kept)
 
 
 def _check_array(video: np.ndarray) -> None:

@@ -5,8 +5,9 @@ frame, the forward pass, then re-ID recovery. ``vsreid predict`` (``predict_step
 from __future__ import annotations
 
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from torch import nn
@@ -39,6 +40,25 @@ class SegmentSettings:
     finetune_batch_size: int = 4
     lovasz_weight: float = 0.0
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+
+
+def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
+    """:class:`SegmentSettings` from predict arguments by their option names (``crop_size``, ``flip``,
+    ``predict_batch_size``, ``finetune_steps``, ``reid_score_threshold``, ...: the module's arguments and the predict
+    record of a weights file); absent or None ones keep the defaults above, other keys are ignored."""
+    given = {k: v for k, v in arguments.items() if v is not None}
+
+    def pick(names: dict[str, str]) -> dict[str, Any]:
+        return {field_name: given[arg] for arg, field_name in names.items() if arg in given}
+
+    propagation = PropagationConfig(**pick({k: k for k in ("crop_size", "box_enlarge", "lost_ratio", "max_flow_error",
+                                                          "refine_iterations")}))
+    recovery = RecoveryConfig(**pick({"reid_score_threshold": "score_threshold",
+                                      "reid_occlusion_threshold": "occlusion_threshold",
+                                      "reid_max_rounds": "max_rounds"}))
+    return SegmentSettings(propagation, recovery=recovery, **pick({
+        "flip": "flip", "predict_batch_size": "batch_size", "finetune_steps": "finetune_steps",
+        "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size", "lovasz_weight": "lovasz_weight"}))
 
 
 @dataclass

@@ -13,10 +13,9 @@ from lightning.pytorch.utilities import rank_zero_info
 from vsreid.data.crops import paste_back
 from vsreid.data.davis import DavisRoot
 from vsreid.engine.predictor import mirrored
-from vsreid.engine.propagator import PropagationConfig
-from vsreid.engine.reid import AppearanceReID, OriginalSearchResults, ReIDProvider, RecoveryConfig
-from vsreid.engine.segmenter import SegmentSettings, segment_sequence
-from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights, network_arguments
+from vsreid.engine.reid import AppearanceReID, OriginalSearchResults, ReIDProvider
+from vsreid.engine.segmenter import SegmentSettings, segment_sequence, settings_from_arguments
+from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights, network_arguments, recorded_arguments
 from vsreid.models.losses import VOID, segmentation_loss
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 from vsreid.models.resnet_weights import load_backbone_weights
@@ -28,8 +27,9 @@ from .visuals import log_grid
 class VSReIDModule(LightningModule):
     """MP2S wrapped for ``fit`` (pretraining / online finetuning), ``validate`` and ``predict``.
 
-    Network and predict arguments left unset (None) take the defaults of :class:`MP2S` and of
-    :class:`vsreid.engine.segmenter.SegmentSettings` (the paper's configuration); configs say what differs.
+    Network and predict arguments left unset (None) take what ``init_from`` records (its network configuration and,
+    for exported weights, the predict settings its numbers were measured with), else the defaults of :class:`MP2S` and
+    of :class:`vsreid.engine.segmenter.SegmentSettings` (the paper's configuration); configs say what differs.
 
     Args:
         backbone: MP2S stream backbone, ``efficientnet_lite0`` (CPU model) or ``resnet101`` (the paper's).
@@ -129,6 +129,10 @@ class VSReIDModule(LightningModule):
             raise ValueError("reid_provider 'original' needs reid_split=<set name> (the pickles are indexed over a "
                              "split)")
         self.save_hyperparameters()
+        if init_from:  # what the weights file records fills the arguments not given, so configs say what differs
+            for key, value in recorded_arguments(init_from).items():
+                if key in self.hparams and self.hparams[key] is None:
+                    self.hparams[key] = value
         self.net = MP2S(**network_arguments(self.hparams), pretrained=bool(pretrained) and init_from is None)
         if backbone_weights:
             report = load_backbone_weights(self.net, backbone_weights)
@@ -159,19 +163,7 @@ class VSReIDModule(LightningModule):
     def segment_settings(self) -> SegmentSettings:
         """The engine's settings for one sequence: this module's predict arguments where given, the engine's
         defaults (:class:`SegmentSettings`, the one place they live) for the rest."""
-        h = self.hparams
-
-        def given(pairs: dict[str, str]) -> dict:
-            return {field: h[arg] for arg, field in pairs.items() if h.get(arg) is not None}
-
-        propagation = PropagationConfig(**given({k: k for k in ("crop_size", "box_enlarge", "lost_ratio",
-                                                               "max_flow_error", "refine_iterations")}))
-        recovery = RecoveryConfig(**given({"reid_score_threshold": "score_threshold",
-                                           "reid_occlusion_threshold": "occlusion_threshold",
-                                           "reid_max_rounds": "max_rounds"}))
-        return SegmentSettings(propagation, recovery=recovery, lovasz_weight=h.lovasz_weight, **given({
-            "flip": "flip", "predict_batch_size": "batch_size", "finetune_steps": "finetune_steps",
-            "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size"}))
+        return settings_from_arguments(self.hparams)
 
     def reid_provider(self, root: str) -> ReIDProvider | None:
         """The re-ID provider for a sequence of DAVIS root ``root`` (None when re-ID is off); the original pickles

@@ -101,6 +101,19 @@ def read_predict_settings(path: str | Path) -> dict | None:
     return {k: v for k, v in record.items() if k in PREDICT_KEYS} if isinstance(record, dict) else None
 
 
+def recorded_arguments(path: str | Path) -> dict[str, Any]:
+    """The module arguments weights file ``path`` records: its network configuration (:data:`NETWORK_KEYS`) and
+    prediction settings (:data:`PREDICT_KEYS`), the predict record of an exported file over both (the settings, bands
+    included, its numbers were measured with); {} when it records none (an original checkpoint)."""
+    ckpt = load_checkpoint_file(weights_path(path))
+    if not isinstance(ckpt, dict):
+        return {}
+    network = ckpt.get("network") or ckpt.get("hyper_parameters") or {}
+    predict = ckpt.get("predict") if isinstance(ckpt.get("predict"), dict) else {}
+    return {**{k: v for k, v in network.items() if k in NETWORK_KEYS + PREDICT_KEYS and v is not None},
+            **{k: v for k, v in predict.items() if k in PREDICT_KEYS}}
+
+
 def load_network(path: str | Path, bands: dict | None = None) -> MP2S:
     """The MP2S stored in ``path``, built from the configuration recorded with it, in eval mode; ``bands`` may set
     other values of :data:`BAND_KEYS` (no weights depend on them).
