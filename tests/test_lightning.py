@@ -205,9 +205,12 @@ def test_exported_weights_rebuild_the_network_they_came_from(tmp_path):
         load_network(bare)
     # the weights also fit a network without the guided filter, but it would compute something else: refused
     with pytest.raises(ValueError, match=r"tiny.pt: recorded with guided_radius=2 \(here 0\)"):
-        VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "init_from": str(exported)})
-    VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 2,
-                    "init_from": str(exported)})
+        VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 3, "guided_radius": 0,
+                        "init_from": str(exported)})
+    # arguments left unset take what the file records
+    recorded = VSReIDModule(init_from=str(exported))
+    assert (recorded.net.refiner is not None, recorded.net.boundary_band, recorded.net.guided.radius) == (True, 3, 2)
+    assert recorded.hparams.guided_radius == 2  # kept in the module's checkpoints too
     # the band has no weights: prediction may widen it (the shipped model is trained with 5, predicts with 10)
     wider = VSReIDModule(**{**TINY_MODEL, "refine_channels": 8, "boundary_band": 6, "guided_radius": 2,
                             "init_from": str(exported)})
