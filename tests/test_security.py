@@ -10,7 +10,7 @@ import torch
 from lightning_helpers import REPO, predict_config, synthetic_root, tiny_weights
 from vsreid.data.errors import DataError
 from vsreid.data.safe_pickle import load_data_pickle
-from vsreid.models.checkpoints import load_network, read_network
+from vsreid.models.checkpoints import load_network, read_weights
 from vsreid.models.mp2s import MP2S
 from vsreid.models.safe_load import UnsafeCheckpointError
 
@@ -36,7 +36,7 @@ def crafted(tmp_path):
     return path, marker
 
 
-@pytest.mark.parametrize("load", [read_network, load_network, lambda p: MP2S.from_original(p, backbone="resnet18")])
+@pytest.mark.parametrize("load", [read_weights, load_network, lambda p: MP2S.from_original(p, backbone="resnet18")])
 def test_crafted_checkpoint_is_refused_in_python(crafted, load):
     path, marker = crafted
     with pytest.raises(UnsafeCheckpointError, match=f"^{path}: refused: loading would have to execute "):
@@ -111,7 +111,7 @@ def test_wrong_checkpoint_file_is_one_clear_line(tmp_path, content):
     path = tmp_path / "bad.ckpt"
     path.write_bytes(content)
     with pytest.raises(DataError, match=f"^{path}: not a PyTorch checkpoint") as info:
-        read_network(path)
+        read_weights(path)
     assert "\n" not in str(info.value)
     with pytest.raises(DataError, match=f"^{tmp_path / 'missing.ckpt'}: checkpoint not found"):
-        read_network(tmp_path / "missing.ckpt")
+        read_weights(tmp_path / "missing.ckpt")

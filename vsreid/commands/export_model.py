@@ -17,7 +17,7 @@ import yaml
 
 from vsreid.data.atomic import atomic_path
 from vsreid.data.errors import DataError
-from vsreid.models.checkpoints import PREDICT_KEYS, read_network, recorded_arguments
+from vsreid.models.checkpoints import PREDICT_KEYS, read_weights
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,12 +45,13 @@ def predict_record(config: Path) -> dict:
 def export(checkpoint: Path, output: Path, half: bool = True, predict_config: Path | None = None) -> Path:
     """Write the network of ``checkpoint`` to ``output``; with ``predict_config``, record the predict settings it ran
     with: what ``checkpoint`` records (its arguments, or an exported file's predict record), the config's over them."""
-    state, network = read_network(checkpoint)
+    weights = read_weights(checkpoint)
+    state, network = weights.state, weights.network
     if half:
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     content = {"state_dict": state, "network": network or {}, "source": checkpoint.name}
     if predict_config is not None:
-        recorded = {k: v for k, v in recorded_arguments(checkpoint).items() if k in PREDICT_KEYS}
+        recorded = {k: v for k, v in weights.arguments().items() if k in PREDICT_KEYS}
         content["predict"] = {**recorded, **predict_record(predict_config)}
     with atomic_path(output) as tmp:
         torch.save(content, tmp)

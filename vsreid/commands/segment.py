@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _frames(source: Path) -> list[np.ndarray]:
     if source.is_dir():
-        from vsreid.engine.api import frame_files
+        from vsreid.data.davis import frame_files
 
         return [read_frame(p) for p in frame_files(source)]
     if not source.is_file():

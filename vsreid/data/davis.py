@@ -26,6 +26,14 @@ MAX_OBJECTS = 254
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
+def frame_files(folder: Path) -> list[Path]:
+    """The frame images of ``folder`` (JPEG or PNG), sorted by name, hidden files skipped; DataError when none."""
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith("."))
+    if not files:
+        raise DataError(folder, "no frames (expected image files such as 00000.jpg)")
+    return files
+
+
 @dataclass(frozen=True)
 class SequenceInfo:
     """What validation learnt about one sequence.
@@ -127,10 +135,7 @@ class DavisRoot:
         d = self.frames_dir / seq
         if not d.is_dir():
             raise DataError(d, "sequence folder not found")
-        paths = sorted(p for p in d.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith("."))
-        if not paths:
-            raise DataError(d, "no frames (expected NNNNN.jpg files)")
-        return paths
+        return frame_files(d)
 
     def frame_stems(self, seq: str) -> list[str]:
         return [p.stem for p in self.frame_paths(seq)]

@@ -31,13 +31,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from vsreid.data.davis import FRAME_EXTENSIONS, DavisRoot
+from vsreid.data.davis import DavisRoot, frame_files
 from vsreid.data.errors import DataError
 from vsreid.data.flow import DEFAULT_PRESET, FlowCache, make_flow_estimator
 from vsreid.data.labels import VOID, read_frame, read_labels, write_frame, write_labels
 from vsreid.data.video import read_video, scaled_size
-from vsreid.models.checkpoints import load_network, read_predict_settings
-from vsreid.resources import weights_path
+from vsreid.models.checkpoints import load_network, read_weights
 
 from .reid import AppearanceReID
 from .segmenter import SegmentationResult, SegmentSettings, segment_frames, settings_from_arguments
@@ -85,9 +84,9 @@ class Segmenter:
                         ) -> "Segmenter":
         """A segmenter with shipped weights (``"lite0"``) or a weights file (``vsreid export-model``), with the
         predict settings recorded in the file (the ones its numbers were measured with) or the defaults."""
-        path = weights_path(name_or_path)
-        recorded = read_predict_settings(path)
-        net = load_network(path, bands=recorded).to(device)
+        weights = read_weights(name_or_path)
+        recorded = weights.predict
+        net = load_network(weights, bands=recorded).to(device)
         return cls(net, settings_from_arguments(recorded) if recorded else None,
                    flow_preset=(recorded or {}).get("flow_preset", DEFAULT_PRESET), reid=(recorded or {}).get("reid", True))
 
@@ -182,14 +181,6 @@ def _write_frames(frames: Iterator[np.ndarray], folder: Path, height: int | None
             h, w = scaled_size(*frame.shape[:2], height)
             frame = cv2.resize(frame, (w, h), interpolation=cv2.INTER_AREA)
         write_frame(folder / f"{t:05d}.png", frame)
-
-
-def frame_files(source: Path) -> list[Path]:
-    """The image files of a frame folder, sorted by name (hidden files skipped)."""
-    files = sorted(p for p in source.iterdir() if p.suffix.lower() in FRAME_EXTENSIONS and not p.name.startswith("."))
-    if not files:
-        raise DataError(source, "no frames (expected image files)")
-    return files
 
 
 def _link_frames(source: Path, folder: Path) -> None:

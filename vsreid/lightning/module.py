@@ -15,7 +15,7 @@ from vsreid.data.davis import DavisRoot
 from vsreid.engine.predictor import mirrored
 from vsreid.engine.reid import AppearanceReID, OriginalSearchResults, ReIDProvider
 from vsreid.engine.segmenter import SegmentSettings, segment_sequence, settings_from_arguments
-from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights, network_arguments, recorded_arguments
+from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights, network_arguments, read_weights
 from vsreid.models.losses import VOID, segmentation_loss
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 from vsreid.models.resnet_weights import load_backbone_weights
@@ -129,8 +129,9 @@ class VSReIDModule(LightningModule):
             raise ValueError("reid_provider 'original' needs reid_split=<set name> (the pickles are indexed over a "
                              "split)")
         self.save_hyperparameters()
-        if init_from:  # what the weights file records fills the arguments not given, so configs say what differs
-            for key, value in recorded_arguments(init_from).items():
+        weights = read_weights(init_from) if init_from else None
+        if weights:  # what the weights file records fills the arguments not given, so configs say what differs
+            for key, value in weights.arguments().items():
                 if key in self.hparams and self.hparams[key] is None:
                     self.hparams[key] = value
         self.net = MP2S(**network_arguments(self.hparams), pretrained=bool(pretrained) and init_from is None)
@@ -138,8 +139,8 @@ class VSReIDModule(LightningModule):
             report = load_backbone_weights(self.net, backbone_weights)
             rank_zero_info(f"{backbone_weights}: {report.loaded} tensors loaded; {len(report.kept)} keep their "
                            "initialisation")
-        if init_from:
-            load_network_weights(self.net, init_from, config=self.hparams)
+        if weights:
+            load_network_weights(self.net, weights, config=self.hparams)
         set_bn_frozen(self.net, freeze_bn)
         if not 0.0 <= ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}")

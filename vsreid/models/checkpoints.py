@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,30 @@ PREFIX = "net."
 EMA_PREFIX = "net_ema."
 
 
-def read_network(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """One load of ``path`` (a Lightning checkpoint with keys ``net.*``, an exported weights file or an original
-    checkpoint): its MP2S state dict and the MP2S arguments recorded with it (None when absent). A checkpoint that
-    kept a weight average (``net_ema.*``) gives the average. ``path`` may name shipped weights (``"lite0"``)."""
+@dataclass(frozen=True)
+class WeightsFile:
+    """One load of a weights file: ``state`` (the MP2S state dict), ``network`` (the MP2S arguments recorded with it,
+    None when absent: an original checkpoint) and ``predict`` (the predict settings an exported file records, keys of
+    :data:`PREDICT_KEYS`; None when absent)."""
+
+    path: Path
+    state: dict[str, torch.Tensor]
+    network: dict[str, Any] | None
+    predict: dict[str, Any] | None
+    hyper_parameters: dict[str, Any] = field(default_factory=dict)
+
+    def arguments(self) -> dict[str, Any]:
+        """The module arguments the file records: network configuration and predict settings (a Lightning
+        checkpoint's own arguments), an exported file's predict record over them (the settings, bands included, its
+        numbers were measured with); {} for an original checkpoint."""
+        given = {**(self.network or {}), **self.hyper_parameters}
+        return {**{k: v for k, v in given.items() if k in NETWORK_KEYS + PREDICT_KEYS and v is not None},
+                **(self.predict or {})}
+
+
+def read_weights(path: str | Path) -> WeightsFile:
+    """Read ``path`` once: a Lightning checkpoint (keys ``net.*``; a kept weight average ``net_ema.*`` is taken
+    instead), an exported weights file or an original checkpoint. ``path`` may name shipped weights (``"lite0"``)."""
     path = weights_path(path)
     ckpt = load_checkpoint_file(path)
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
@@ -31,8 +52,12 @@ def read_network(path: str | Path) -> tuple[dict[str, torch.Tensor], dict | None
     prefix = EMA_PREFIX if any(k.startswith(EMA_PREFIX) for k in state) else PREFIX
     if any(k.startswith(prefix) for k in state):
         state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-    config = ckpt.get("network") or ckpt.get("hyper_parameters")
-    return state, (network_arguments(config) if config else None)
+    hyper = ckpt.get("hyper_parameters") if isinstance(ckpt.get("hyper_parameters"), dict) else {}
+    config = ckpt.get("network") or hyper
+    predict = ckpt.get("predict")
+    return WeightsFile(Path(path), state, network_arguments(config) if config else None,
+                       {k: v for k, v in predict.items() if k in PREDICT_KEYS} if isinstance(predict, dict) else None,
+                       dict(hyper))
 
 
 def network_arguments(given: Mapping[str, Any]) -> dict[str, Any]:
@@ -42,8 +67,8 @@ def network_arguments(given: Mapping[str, Any]) -> dict[str, Any]:
     return {**defaults, **{k: given[k] for k in NETWORK_KEYS if given.get(k) is not None}}
 
 
-def load_network_weights(net: nn.Module, path: str | Path, config: dict | None = None) -> None:
-    """Load ``path`` into ``net`` strictly (back-filling only ``num_batches_tracked``); errors name the file.
+def load_network_weights(net: nn.Module, weights: WeightsFile, config: dict | None = None) -> None:
+    """Load ``weights`` into ``net`` strictly (back-filling only ``num_batches_tracked``); errors name the file.
 
     With ``config`` (the arguments ``net`` was built from), first raise ``ValueError`` when the network recorded in
     ``path`` used a setting of :data:`FUNCTION_KEYS` that ``config`` changes (e.g. a model trained with a
@@ -51,14 +76,14 @@ def load_network_weights(net: nn.Module, path: str | Path, config: dict | None =
     off (0, False) may be switched on: that is a deliberate change, e.g. the guided filter on a model trained without
     it. Original checkpoints record no arguments: nothing to check.
     """
-    state, recorded = read_network(path)
+    path, recorded = weights.path, weights.network
     if config is not None:
         config = network_arguments(config)
         differ = [f"{k}={recorded[k]!r} (here {config.get(k)!r})" for k in FUNCTION_KEYS
                   if (recorded or {}).get(k) and config.get(k) != recorded[k]]
         if differ:
             raise ValueError(f"{path}: recorded with {', '.join(differ)}; set the same network arguments")
-    _load_state(net, state, path)
+    _load_state(net, dict(weights.state), path)
 
 
 def _load_state(net: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
@@ -94,38 +119,19 @@ PREDICT_KEYS = ("crop_size", "flip", "box_enlarge", "lost_ratio", "max_flow_erro
 BAND_KEYS = ("boundary_band", "residual_band", "residual_threshold")
 
 
-def read_predict_settings(path: str | Path) -> dict | None:
-    """The predict settings recorded in an exported weights file (keys of :data:`PREDICT_KEYS`), or None."""
-    ckpt = load_checkpoint_file(weights_path(path))
-    record = ckpt.get("predict") if isinstance(ckpt, dict) else None
-    return {k: v for k, v in record.items() if k in PREDICT_KEYS} if isinstance(record, dict) else None
-
-
-def recorded_arguments(path: str | Path) -> dict[str, Any]:
-    """The module arguments weights file ``path`` records: its network configuration (:data:`NETWORK_KEYS`) and
-    prediction settings (:data:`PREDICT_KEYS`), the predict record of an exported file over both (the settings, bands
-    included, its numbers were measured with); {} when it records none (an original checkpoint)."""
-    ckpt = load_checkpoint_file(weights_path(path))
-    if not isinstance(ckpt, dict):
-        return {}
-    network = ckpt.get("network") or ckpt.get("hyper_parameters") or {}
-    predict = ckpt.get("predict") if isinstance(ckpt.get("predict"), dict) else {}
-    return {**{k: v for k, v in network.items() if k in NETWORK_KEYS + PREDICT_KEYS and v is not None},
-            **{k: v for k, v in predict.items() if k in PREDICT_KEYS}}
-
-
-def load_network(path: str | Path, bands: dict | None = None) -> MP2S:
-    """The MP2S stored in ``path``, built from the configuration recorded with it, in eval mode; ``bands`` may set
+def load_network(path: str | Path | WeightsFile, bands: dict | None = None) -> MP2S:
+    """The MP2S stored in ``path`` (or an already read :class:`WeightsFile`), built from the configuration recorded with it, in eval mode; ``bands`` may set
     other values of :data:`BAND_KEYS` (no weights depend on them).
 
     Reads exported weights files (``vsreid export-model``, e.g. ``checkpoints/vsreid_lite0.pt``, which record
     ``network``) and Lightning checkpoints of ``VSReIDModule`` (``hyper_parameters``). Raises ``ValueError`` naming the
     file when neither is recorded (for an original ``MP2S.pth.tar`` use ``MP2S.from_original``).
     """
-    state, config = read_network(path)
+    weights = path if isinstance(path, WeightsFile) else read_weights(path)
+    path, config = weights.path, weights.network
     if not config:
         raise ValueError(f"{path}: no network configuration recorded (expected an exported weights file or a "
                          "Lightning checkpoint of VSReIDModule)")
     net = MP2S(**{**config, **{k: v for k, v in (bands or {}).items() if k in BAND_KEYS}}, pretrained=False)
-    _load_state(net, state, path)
+    _load_state(net, dict(weights.state), path)
     return net.eval()
