@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .aspp import ASPP
+from .box import box_mean
 from .efficientnet_lite import efficientnet_lite0
 from .guided import GuidedFilter
 from .refine import BoundaryRefiner
@@ -239,10 +240,8 @@ class MP2S(nn.Module):
 
 def _band(prior: torch.Tensor, radius: int) -> torch.Tensor:
     """``clamp(8 b (1 - b), 0, 1)`` of the prior ``[N,1,H,W]`` box-blurred over ``2 * radius + 1`` pixels (float32;
-    the mean over the window's part inside the image, taken separably: rows then columns)."""
-    k = 2 * radius + 1
-    blurred = F.avg_pool2d(prior.float(), (1, k), stride=1, padding=(0, radius), count_include_pad=False)
-    blurred = F.avg_pool2d(blurred, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    the mean over the window's part inside the image, see :func:`vsreid.models.box.box_mean`)."""
+    blurred = box_mean(prior.float(), radius)
     return (8 * blurred * (1 - blurred)).clamp(0, 1)
 
 
