@@ -187,6 +187,12 @@ class MP2S(nn.Module):
         q = self.guided(image / 255.0, torch.softmax(logits.float(), 1)[:, 1:]).clamp(1e-4, 1 - 1e-4)
         return torch.cat([torch.zeros_like(q), torch.log(q) - torch.log1p(-q)], 1)
 
+    @property
+    def uses_residual(self) -> bool:
+        """Whether ``forward`` reads ``residual`` (``refine_residual`` or ``residual_band``); the paper config does
+        not, and then callers need not compute it."""
+        return self.refine_residual or self.residual_band > 0
+
     def band_gate(self, prior: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``[N,1,H,W]`` in [0, 1]: 1 near the prior's boundary, 0 beyond ``boundary_band`` pixels from it; where
         ``residual`` > ``residual_threshold``, the band of radius ``residual_band`` instead (when set)."""
