@@ -29,7 +29,10 @@ class GuidedFilter(nn.Module):
     def forward(self, guide: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         r = self.radius
         with torch.autocast(guide.device.type, enabled=False):
-            guide, p = guide.float(), p.float()
+            # centred (the filter is invariant to shifting either input): smaller float32 cancellation in the
+            # variances and covariances
+            guide = guide.float() - guide.float().mean((2, 3), keepdim=True)
+            p = p.float() - 0.5
             first, second = [i for i, _ in _PAIRS], [j for _, j in _PAIRS]
             # every first-pass box mean in one call: I (3), p (1), I p (3), I_i I_j (6)
             means = box_mean(torch.cat([guide, p, guide * p, guide[:, first] * guide[:, second]], 1), r)
@@ -49,4 +52,4 @@ class GuidedFilter(nn.Module):
                            i_rb * c_r + i_gb * c_g + i_bb * c_b], 1) / det
             b = mean_p - (a * mean_i).sum(1, keepdim=True)
             mean_ab = box_mean(torch.cat([a, b], 1), r)
-            return (mean_ab[:, :3] * guide).sum(1, keepdim=True) + mean_ab[:, 3:]
+            return (mean_ab[:, :3] * guide).sum(1, keepdim=True) + mean_ab[:, 3:] + 0.5
