@@ -14,11 +14,13 @@ from vsreid.models import (
     BACKBONES,
     MP2S,
     GuidedFilter,
+    box,
     efficientnet_lite0,
     imagenet_weights_path,
     mp2s_param_groups,
     set_bn_frozen,
 )
+from vsreid.models.box import box_mean, pooled_box_mean, running_box_mean
 
 SHARED = Path(os.environ.get("VSREID_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 KEYS_JSON = SHARED / "reference" / "mp2s_state_dict_keys.json"
@@ -265,6 +267,40 @@ def test_guided_filter_moves_a_shifted_mask_boundary_onto_the_colour_edge():
     assert torch.equal(kept[..., 8:-8, :], (shifted > 0.5)[..., 8:-8, :])
     with pytest.raises(ValueError, match="radius"):
         GuidedFilter(radius=0)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 17, 40), (1, 1, 480, 854)])
+@pytest.mark.parametrize("radius", [1, 5, 30])
+def test_running_box_mean_equals_the_pooled_one(shape, radius):
+    """The O(1)-per-pixel inference box mean gives the avg_pool2d values, windows clipped at the border included
+    (r = 30 is wider than the 17-row image)."""
+    x = torch.rand(shape, generator=torch.Generator().manual_seed(radius))
+    torch.testing.assert_close(running_box_mean(x, radius), pooled_box_mean(x, radius), rtol=0, atol=1e-5)
+    torch.testing.assert_close(running_box_mean(x + 300, radius), pooled_box_mean(x + 300, radius), rtol=1e-6,
+                               atol=0)  # float64 running sums: no drift far from zero
+
+
+def test_box_mean_keeps_the_differentiable_path_for_training():
+    x = torch.rand(1, 2, 20, 30, requires_grad=True)
+    box_mean(x, 3).sum().backward()
+    torch.testing.assert_close(x.grad.sum(), torch.tensor(2 * 20 * 30.0))  # each window's weights sum to 1
+    with torch.no_grad():
+        torch.testing.assert_close(box_mean(x, 3), pooled_box_mean(x, 3), rtol=0, atol=1e-5)
+
+
+def test_guided_filter_and_band_gate_at_inference_equal_their_training_path(monkeypatch):
+    """The whole network's output with the running box means equals the one with avg_pool2d within 1e-4."""
+    torch.manual_seed(0)
+    model = MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,
+                 refine_channels=8, boundary_band=5, residual_band=12, guided_radius=5).eval()
+    image, flow, _ = _inputs(2, 97)
+    prior = (torch.rand(2, 1, 97, 97) > 0.5).float()
+    residual = torch.rand(2, 1, 97, 97) * 40
+    with torch.no_grad():
+        fast = torch.softmax(model(image, flow, prior, residual), 1)
+        monkeypatch.setattr(box, "running_box_mean", pooled_box_mean)
+        pooled = torch.softmax(model(image, flow, prior, residual), 1)
+    torch.testing.assert_close(fast, pooled, rtol=0, atol=1e-4)
 
 
 def test_guided_output_layer_is_differentiable_and_adds_no_weights():

@@ -21,12 +21,15 @@ from vsreid.data.errors import DataError
 from vsreid.data.flow import FlowCache, write_flo
 from vsreid.data.labels import write_frame, write_labels
 from vsreid.engine.boxes import enclosing_iou
+from vsreid.engine import propagator as propagator_module
+from vsreid.engine.predictor import PatchPredictor
 from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, appearance, build_report,
                                 recover)
 from vsreid.engine.reid.recovery import FrameViews, _best_candidate
 from vsreid.engine.source import SequenceSource
 from vsreid.engine.state import initial_state
+from vsreid.models import MP2S
 
 H, W = 64, 96
 LENGTHS = {"seqa": 5, "seqb": 8}  # the split, in order: seqb's frames start at global frame 5
@@ -120,6 +123,31 @@ def test_propagation_hands_the_predictor_the_residual_of_its_warp(tmp_path):
     calls.clear()
     propagator.reinitialize(source, state, 6, 0, OBJ1_AFTER)
     assert calls and all(residuals is None for _, residuals in calls)
+
+
+def test_no_residual_is_computed_for_a_network_that_reads_none(tmp_path, monkeypatch):
+    """A predictor whose network reads no residual (the paper config) gets None, the residual is not computed, and the
+    propagation is otherwise the same."""
+    class PaperNetwork:
+        uses_residual = False
+
+        def __call__(self, images, flows, priors, residuals):
+            assert residuals is None
+            return priors
+
+    root = _tiny_root(tmp_path)
+    _, _, with_residual, _ = _start(root)
+
+    def not_needed(*args, **kwargs):
+        raise AssertionError("residual computed for a network that reads none")
+
+    monkeypatch.setattr(propagator_module, "photometric_residual", not_needed)
+    _, _, without, _ = _start(root, PaperNetwork())
+    np.testing.assert_array_equal(without.probs, with_residual.probs)
+    small = dict(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16)
+    assert not PatchPredictor(MP2S(**small)).uses_residual
+    assert PatchPredictor(MP2S(**small, refine_channels=8, refine_residual=True)).uses_residual
+    assert MP2S(**small, prior_skip=True, boundary_band=4, residual_band=8).uses_residual
 
 
 # -------------------------------------------------------------------- (a) the pickles drive a recovery

@@ -15,7 +15,7 @@ from vsreid.data.crops import boxes_from_labels, crop_resize, object_box, paste_
 from vsreid.data.deform import deform_mask, tps_apply, tps_fit
 from vsreid.data.flow import DISFlow, FlowCache, write_flo
 from vsreid.data.samples import EvalPairs, FirstFrameSamples, PropagationSamples
-from vsreid.data.warp import photometric_residual, warp_backward
+from vsreid.data.warp import photometric_residual, warp_grid
 
 
 def reference_boxes(label, num_objects, enlarge, ratio):
@@ -403,8 +403,8 @@ def test_eval_pairs(tiny_root):
         assert np.array_equal(item["prior"][0], crop_resize((item["prior_full"] > 0).astype(np.float32),
                                                             tuple(item["box"]), 33))
         store, t = ev.store, item["t"]
-        residual = photometric_residual(store.frame("a", t), store.frame("a", t - 1), tiny_flow(t, -1),
-                                        tiny_flow(t - 1, 1))
+        residual = photometric_residual(store.frame("a", t), store.frame("a", t - 1),
+                                        warp_grid(tiny_flow(t, -1), tiny_flow(t - 1, 1)))
         assert np.allclose(item["residual"][0], crop_resize(residual, tuple(item["box"]), 33), atol=1e-3)
 
 

@@ -50,7 +50,7 @@ from .crops import crop_resize, object_box
 from .davis import DavisRoot
 from .deform import deform_mask
 from .labels import VOID, read_frame, read_labels
-from .warp import compose_flows, photometric_residual, warp_backward
+from .warp import RESIDUAL_REACH, compose_flows, photometric_residual, warp_grid
 
 MAX_ATTEMPTS = 100
 
@@ -308,9 +308,14 @@ class PropagationSamples(_Sampler):
         if deformed:
             prior = deform_mask(mask, rng, erode_share=self.erode_share)
         else:
-            prior = warp_backward(pair.source_labels, pair.to_source, pair.from_source, region=region) == obj
-            residual = photometric_residual(pair.frame, pair.source_frame, pair.to_source, pair.from_source,
-                                            region=region)
+            # the region widened by the residual blur's reach, so the residual is exact wherever the crop reads
+            x0, y0, x1, y1 = region
+            h, w = pair.labels.shape
+            grid = warp_grid(pair.to_source, pair.from_source, region=(
+                max(x0 - RESIDUAL_REACH, 0), max(y0 - RESIDUAL_REACH, 0), min(x1 + RESIDUAL_REACH, w),
+                min(y1 + RESIDUAL_REACH, h)))
+            prior = grid.pull(pair.source_labels) == obj
+            residual = photometric_residual(pair.frame, pair.source_frame, grid)
         return self._render(matrix, rng, pair.frame, pair.labels, obj, prior, pair.to_source, residual)
 
     def _with_donor(self, pair: "_Pair", obj: int, rng, step: int, gap: int, deformed: bool) -> "_Pair | None":
@@ -457,9 +462,10 @@ class EvalPairs:
         seq, t, obj = self.items[index]
         labels = self.store.labels(seq, t)
         to_source, from_source = self.flows.backward(seq, t), self.flows.forward(seq, t - 1)
-        warped = warp_backward(self.store.labels(seq, t - 1), to_source, from_source) == obj
+        grid = warp_grid(to_source, from_source)
+        warped = grid.pull(self.store.labels(seq, t - 1)) == obj
         box = object_box(warped, self.enlarge)
-        residual = photometric_residual(self.store.frame(seq, t), self.store.frame(seq, t - 1), to_source, from_source)
+        residual = photometric_residual(self.store.frame(seq, t), self.store.frame(seq, t - 1), grid)
         s = self.size
         image = crop_resize(self.store.frame(seq, t).astype(np.float32), box, s) / 255
         lab = crop_resize(labels, box, s, cv2.INTER_NEAREST)

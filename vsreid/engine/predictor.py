@@ -24,12 +24,16 @@ class PatchPredictor:
         flip: average with the horizontally mirrored pass (flow u negated), as the original does.
         batch_size: crops per forward pass (the flipped copies travel in the same batch, so a pass holds twice as
             many); peak memory grows with it (about 30 MB per crop at 257 x 257 for the Lite0 network).
+
+    ``uses_residual``: whether the network reads the warp's photometric residual (``net.uses_residual``; True for a
+    module that does not say), so that the propagator computes it only then.
     """
 
     def __init__(self, net: nn.Module, flip: bool = True, batch_size: int = 4):
         self.net = net
         self.flip = flip
         self.batch_size = batch_size
+        self.uses_residual = bool(getattr(net, "uses_residual", True))
 
     @property
     def device(self) -> torch.device:

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 
 from vsreid.data.crops import boxes_from_labels, crop_resize, scale_box
-from vsreid.data.warp import RESIDUAL_REACH, photometric_residual, warp_backward
+from vsreid.data.warp import RESIDUAL_REACH, photometric_residual, warp_grid
 
 from .boxes import enclosing_iou
 from .source import SequenceSource
@@ -41,12 +41,14 @@ class Propagator:
 
     ``predictor(images (n,S,S,3) RGB 0-255, flows (n,S,S,2), priors (n,S,S), residuals (n,S,S) 0-255 or None)
     -> (n,S,S) P(fg)``, e.g. a :class:`vsreid.engine.predictor.PatchPredictor`. Residuals come with warped priors (the
-    photometric residual of the same warp); priors that were not warped (re-identification) come with None.
+    photometric residual of the same warp); priors that were not warped (re-identification) come with None, and so do
+    all priors when the predictor's ``uses_residual`` attribute is False (its network reads no residual).
     """
 
     def __init__(self, predictor: Predictor, config: PropagationConfig | None = None):
         self.predictor = predictor
         self.config = config or PropagationConfig()
+        self.uses_residual = getattr(predictor, "uses_residual", True)
 
     # ------------------------------------------------------------------ public API
     def start(self, source: SequenceSource, first_labels: np.ndarray, object_ids: Sequence[int]) -> PropagationState:
@@ -84,7 +86,8 @@ class Propagator:
             src = t - step
             to_src, from_src = source.flow_to_source(t, step), source.flow_from_source(t, step)
             combined_src = state.combined(src)
-            warped = warp_backward(combined_src.transpose(1, 2, 0), to_src, from_src, cfg.max_flow_error)
+            grid = warp_grid(to_src, from_src, cfg.max_flow_error)  # shared by the prior and the residual
+            warped = grid.pull(combined_src.transpose(1, 2, 0))
             boxes = _boxes(np.argmax(warped, axis=2), state.num_objects, cfg.box_enlarge)
             src_labels = np.argmax(combined_src, axis=0)
             selected, go_on = [], False
@@ -102,9 +105,10 @@ class Propagator:
             if not go_on:
                 break
             priors = [warped[..., i + 1] for i in selected]
-            # only where the crops read, widened by the blur's reach: the same values as over the whole frame
-            residual = photometric_residual(source.frame(t), source.frame(src), to_src, from_src, cfg.max_flow_error,
-                                            _window(boxes[selected], RESIDUAL_REACH, warped.shape[:2]))
+            residual = None
+            if self.uses_residual:  # only where the crops read, widened by the blur's reach: the full-frame values
+                residual = photometric_residual(source.frame(t), source.frame(src), grid,
+                                                _window(boxes[selected], RESIDUAL_REACH, warped.shape[:2]))
             self._predict_objects(source, state, t, selected, boxes, priors, to_src, residual)
             yield t
 

@@ -1,4 +1,5 @@
-"""Networks (torch only): the MP2S propagation network, its backbones and optimisation helpers."""
+"""Networks (torch; OpenCV only for the CPU inference box mean): the MP2S propagation network, its backbones and
+optimisation helpers."""
 
 from .aspp import ASPP
 from .efficientnet_lite import EfficientNetLite0, efficientnet_lite0, imagenet_weights_path, load_imagenet_weights

@@ -8,15 +8,12 @@ check. The filter is differentiable, so the network is trained through it.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .box import box_mean
 
-def _mean(x: torch.Tensor, r: int) -> torch.Tensor:
-    """Mean over the (2r+1)^2 window around each pixel, windows clipped at the border. ``x``: [N,C,H,W]."""
-    k = 2 * r + 1  # separable: a clipped window's pixel count is the product of its row and column counts
-    x = F.avg_pool2d(x, (1, k), stride=1, padding=(0, r), count_include_pad=False)
-    return F.avg_pool2d(x, (k, 1), stride=1, padding=(r, 0), count_include_pad=False)
+#: The 6 distinct (i, j) entries of a symmetric 3x3 colour covariance, in the order rr, rg, rb, gg, gb, bb.
+_PAIRS = ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2))
 
 
 class GuidedFilter(nn.Module):
@@ -32,13 +29,19 @@ class GuidedFilter(nn.Module):
     def forward(self, guide: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         r = self.radius
         with torch.autocast(guide.device.type, enabled=False):
-            guide, p = guide.float(), p.float()
-            mean_i, mean_p = _mean(guide, r), _mean(p, r)
-            cov = _mean(guide * p, r) - mean_i * mean_p  # [N,3,H,W]
+            # centred (the filter is invariant to shifting either input): smaller float32 cancellation in the
+            # variances and covariances
+            guide = guide.float() - guide.float().mean((2, 3), keepdim=True)
+            p = p.float() - 0.5
+            first, second = [i for i, _ in _PAIRS], [j for _, j in _PAIRS]
+            # every first-pass box mean in one call: I (3), p (1), I p (3), I_i I_j (6)
+            means = box_mean(torch.cat([guide, p, guide * p, guide[:, first] * guide[:, second]], 1), r)
+            mean_i, mean_p, mean_ip, mean_ii = means[:, 0:3], means[:, 3:4], means[:, 4:7], means[:, 7:13]
+            cov = mean_ip - mean_i * mean_p  # [N,3,H,W]
             # the 6 distinct entries of each pixel's 3x3 colour covariance, + eps on the diagonal
-            rr, rg, rb, gg, gb, bb = (_mean(guide[:, i:i + 1] * guide[:, j:j + 1], r) - mean_i[:, i:i + 1] *
-                                      mean_i[:, j:j + 1] + (self.eps if i == j else 0.0)
-                                      for i, j in ((0, 0), (0, 1), (0, 2), (1, 1), (1, 2), (2, 2)))
+            var = mean_ii - mean_i[:, first] * mean_i[:, second]
+            rr, rg, rb, gg, gb, bb = (var[:, k:k + 1] + (self.eps if i == j else 0.0)
+                                      for k, (i, j) in enumerate(_PAIRS))
             # its inverse by the adjugate (symmetric), elementwise: far faster than a batched solve on CPU
             i_rr, i_rg, i_rb = gg * bb - gb * gb, gb * rb - rg * bb, rg * gb - gg * rb
             i_gg, i_gb, i_bb = rr * bb - rb * rb, rg * rb - rr * gb, rr * gg - rg * rg
@@ -48,4 +51,5 @@ class GuidedFilter(nn.Module):
                            i_rg * c_r + i_gg * c_g + i_gb * c_b,
                            i_rb * c_r + i_gb * c_g + i_bb * c_b], 1) / det
             b = mean_p - (a * mean_i).sum(1, keepdim=True)
-            return (_mean(a, r) * guide).sum(1, keepdim=True) + _mean(b, r)
+            mean_ab = box_mean(torch.cat([a, b], 1), r)
+            return (mean_ab[:, :3] * guide).sum(1, keepdim=True) + mean_ab[:, 3:] + 0.5

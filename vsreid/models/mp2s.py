@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .aspp import ASPP
+from .box import box_mean
 from .efficientnet_lite import efficientnet_lite0
 from .guided import GuidedFilter
 from .refine import BoundaryRefiner
@@ -186,6 +187,12 @@ class MP2S(nn.Module):
         q = self.guided(image / 255.0, torch.softmax(logits.float(), 1)[:, 1:]).clamp(1e-4, 1 - 1e-4)
         return torch.cat([torch.zeros_like(q), torch.log(q) - torch.log1p(-q)], 1)
 
+    @property
+    def uses_residual(self) -> bool:
+        """Whether ``forward`` reads ``residual`` (``refine_residual`` or ``residual_band``); the paper config does
+        not, and then callers need not compute it."""
+        return self.refine_residual or self.residual_band > 0
+
     def band_gate(self, prior: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``[N,1,H,W]`` in [0, 1]: 1 near the prior's boundary, 0 beyond ``boundary_band`` pixels from it; where
         ``residual`` > ``residual_threshold``, the band of radius ``residual_band`` instead (when set)."""
@@ -239,10 +246,8 @@ class MP2S(nn.Module):
 
 def _band(prior: torch.Tensor, radius: int) -> torch.Tensor:
     """``clamp(8 b (1 - b), 0, 1)`` of the prior ``[N,1,H,W]`` box-blurred over ``2 * radius + 1`` pixels (float32;
-    the mean over the window's part inside the image, taken separably: rows then columns)."""
-    k = 2 * radius + 1
-    blurred = F.avg_pool2d(prior.float(), (1, k), stride=1, padding=(0, radius), count_include_pad=False)
-    blurred = F.avg_pool2d(blurred, (k, 1), stride=1, padding=(radius, 0), count_include_pad=False)
+    the mean over the window's part inside the image, see :func:`vsreid.models.box.box_mean`)."""
+    blurred = box_mean(prior.float(), radius)
     return (8 * blurred * (1 - blurred)).clamp(0, 1)
 
 
