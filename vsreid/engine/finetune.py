@@ -48,5 +48,6 @@ def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: floa
             opt.zero_grad()
             loss.backward()
             opt.step()
-        tuned.eval()
-    return tuned
+        opt.zero_grad(set_to_none=True)  # nothing of training outlives it: gradients and optimizer state freed
+        del opt
+    return tuned.eval().requires_grad_(False)
