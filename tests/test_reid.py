@@ -22,7 +22,7 @@ from vsreid.data.flow import FlowCache, write_flo
 from vsreid.data.labels import write_frame, write_labels
 from vsreid.engine.boxes import enclosing_iou
 from vsreid.engine.propagator import PropagationConfig, Propagator
-from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, appearance, build_report,
+from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
                                 recover)
 from vsreid.engine.reid.recovery import FrameViews, _best_candidate
 from vsreid.engine.source import SequenceSource
@@ -205,9 +205,9 @@ def _state_frame1(obj1_box=None, obj2_box=None):
 def test_candidate_on_a_visible_object_is_rejected_by_enclosing_box_iou():
     visible = (40, 20, 60, 40)
     state = _state_frame1(obj2_box=visible)  # object 1 is missing in frame 1, object 2 is visible there
-    appear = appearance(state)
-    assert not appear[1, 0] and appear[1, 1]
-    robust = object_box(state.labels(1) == 2, enlarge=0.0, ratio=0.99)
+    present = presence(state)[1]
+    assert not present[0] and present[1]
+    robust = object_box(state.labels(1) == 2, box_enlargement=0.0, ratio=0.99)
     over = (46, 20, 66, 40)  # shifted by 6 px: intersection / enclosing box > 0.3
     beside = (52, 26, 72, 46)  # standard IoU 0.22, enclosing-box "IoU" lower: accepted
     assert enclosing_iou(over, robust) > 0.3 > enclosing_iou(beside, robust)
@@ -274,7 +274,7 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
     # zero backward flow at LOST_AT: the copy-prior draft keeps object 1 where it was instead of losing it
     write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
     source, propagator, state, _ = _start(root)
-    assert appearance(state)[:, 0].all()  # the draft never loses it: without a drift test nothing can be recovered
+    assert presence(state)[:, 0].all()  # the draft never loses it: without a drift test nothing can be recovered
     provider = _Verifying()
     log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2))
     # dropped from the draft: frames 3-7; re-found in frame 6, propagated back over 5-3 where it is dropped again
@@ -285,7 +285,7 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
         if LOST_AT <= t <= 5:
             assert not mask.any(), t
         else:
-            assert _iou(object_box(mask, enlarge=0.0), OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER) > 0.5, t
+            assert _iou(object_box(mask, box_enlargement=0.0), OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER) > 0.5, t
     # frames near the anchors were shown to the provider: frame 0's window for both objects, then the recovery's
     assert {(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (6, 0), (7, 0)} <= set(provider.observed)
     assert (LOST_AT, 0) not in provider.observed  # object 1 was missing there
@@ -327,7 +327,7 @@ def test_appearance_reid_finds_a_reappearing_object(synthetic):
     assert reid.class_scores(0) is None
     hits = 0
     for t in reappear:
-        truth = object_box(seq.labels[t] == i + 1, enlarge=0.0)
+        truth = object_box(seq.labels[t] == i + 1, box_enlargement=0.0)
         cands = reid.candidates(t, i)
         assert cands.shape[1] == 5 and np.all((cands[:, 4] >= 0) & (cands[:, 4] <= 1))
         for j in range(len(ids)):  # row r is the same box for every object
@@ -338,7 +338,7 @@ def test_appearance_reid_finds_a_reappearing_object(synthetic):
         x1, y1, x2, y2 = truth
         others = _background_boxes((seq.labels[t] > 0) | seq.distractor_masks[0, t], x2 - x1, y2 - y1)
         if seq.distractor_masks[0, t].any():
-            others = np.vstack([others, np.array(object_box(seq.distractor_masks[0, t], enlarge=0.0), np.float64)])
+            others = np.vstack([others, np.array(object_box(seq.distractor_masks[0, t], box_enlargement=0.0), np.float64)])
         sims = reid.similarity(t, np.vstack([np.array([truth], np.float64), others]))[i]
         assert len(others) and np.all(sims[1:] < sims[0]), (t, sims)
     assert hits >= 4, f"best candidate right in {hits} of {len(reappear)} reappearance frames"
@@ -395,7 +395,7 @@ def test_appearance_reid_judges_drift(synthetic):
     for t in range(1, len(seq.labels), 3):
         for i, obj in enumerate(objects):
             if obj["area"][t] >= 0.9 * obj["full_area"][t]:
-                x1, y1, x2, y2 = box = object_box(seq.labels[t] == obj["id"], enlarge=0.0)
+                x1, y1, x2, y2 = box = object_box(seq.labels[t] == obj["id"], box_enlargement=0.0)
                 right.append(reid.is_drifted(t, i, box))
                 taken = (seq.labels[t] > 0) | seq.distractor_masks[0, t]
                 background += [reid.is_drifted(t, i, b) for b in _background_boxes(taken, x2 - x1, y2 - y1)]
@@ -420,14 +420,14 @@ def test_appearance_reid_observed_distractors_stop_passing_as_the_object(synthet
 
     def best_on(t, mask):
         cands = reid.candidates(t, 0)
-        box = object_box(mask, enlarge=0.0)
+        box = object_box(mask, box_enlargement=0.0)
         return max([c[4] for c in cands if _iou(c[:4], box) >= 0.5], default=0.0)
 
     def passing(frames, masks):
         return np.mean([best_on(t, masks[t]) > 0.5 for t in frames])
 
     assert passing(hidden, look_alike) == 1.0  # before: the look-alike passes as object 1 everywhere
-    added = sum(reid.observe(t, 0, object_box(seq.labels[t] == obj["id"], enlarge=0.0)) for t in both)
+    added = sum(reid.observe(t, 0, object_box(seq.labels[t] == obj["id"], box_enlargement=0.0)) for t in both)
     assert added > 0 and len(reid.views[0]) > 0
     assert passing(hidden, look_alike) <= 0.5
     assert passing(visible, seq.labels == obj["id"]) >= 0.9

@@ -66,7 +66,7 @@ class _GroundTruth:
         if labels is None:
             return None
         mask = labels == object_id
-        return object_box(mask, enlarge=0.0) if mask.any() else ()
+        return object_box(mask, box_enlargement=0.0) if mask.any() else ()
 
 
 def evaluate_sequence(root: DavisRoot, seq: str, report: dict) -> dict:

@@ -174,7 +174,7 @@ class Segmenter:
 def settings_from_record(record: dict) -> SegmentSettings:
     """:class:`SegmentSettings` from the predict settings recorded in a weights file (see
     :func:`vsreid.models.checkpoints.read_predict_settings`)."""
-    propagation = PropagationConfig(**{k: record[k] for k in ("crop_size", "box_enlarge", "lost_ratio",
+    propagation = PropagationConfig(**{k: record[k] for k in ("crop_size", "box_enlargement", "lost_ratio",
                                                               "max_flow_error", "refine_iterations") if k in record})
     recovery = RecoveryConfig(**{k.removeprefix("reid_"): record[k] for k in (
         "reid_score_threshold", "reid_occlusion_threshold", "reid_max_rounds") if k in record})

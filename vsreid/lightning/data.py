@@ -178,7 +178,7 @@ class PretrainDataModule(_SampleDataModule):
         val_root, val_set, val_sequences: held-out sequences for one-step validation (never the training ones).
         val_frame_step: validate on every k-th frame pair.
         crop_size: side of the square crops; batch_size; samples_per_epoch: training samples per epoch.
-        p_deform, p_static, erode_share: sample mix and deformations; jitter, context: crop box jitter and
+        p_deform, p_static, erode_share: sample mix and deformations; jitter, box_enlargement: crop box jitter and
             enlargement per side, as fractions of the box; max_gap: video pairs span up to this many frames;
             p_occluder: share of video pairs with another training object pasted over them, touching or occluding
             the one to segment (see :class:`vsreid.data.samples.PropagationSamples`).
@@ -191,12 +191,13 @@ class PretrainDataModule(_SampleDataModule):
                  val_root: str | None = None, val_set: str | None = None, val_sequences: list[str] | None = None,
                  val_frame_step: int = 5,
                  crop_size: int = 257, batch_size: int = 8, samples_per_epoch: int = 2000, p_deform: float = 0.5,
-                 p_static: float = 0.0, erode_share: float = 0.5, jitter: float = 0.2, context: float = 0.3,
+                 p_static: float = 0.0, erode_share: float = 0.5, jitter: float = 0.2, box_enlargement: float = 0.3,
                  max_gap: int = 1, p_occluder: float = 0.0, augment: Augmentation | None = None,
                  num_workers: int = 2, seed: int = 0,
                  flow_method: str = "dis", flow_preset: str = DEFAULT_PRESET, flow_cache_dir: str | None = None):
         super().__init__(crop_size, batch_size, num_workers, flow_method, flow_preset, flow_cache_dir)
-        self.erode_share, self.jitter, self.context, self.max_gap = erode_share, jitter, context, max_gap
+        self.erode_share, self.jitter, self.max_gap = erode_share, jitter, max_gap
+        self.box_enlargement = box_enlargement
         self.p_occluder = p_occluder
         self.augment = augment or Augmentation()
         self.train_roots, self.train_set, self.train_sequences = train_roots, train_set, train_sequences
@@ -236,8 +237,9 @@ class PretrainDataModule(_SampleDataModule):
         self.train_samples = PropagationSamples(train, [self._cache(r) for r, _ in train],
                                             size=self.crop_size, samples_per_epoch=self.samples_per_epoch,
                                             p_deform=self.p_deform, p_static=self.p_static,
-                                            erode_share=self.erode_share, jitter=self.jitter, context=self.context,
-                                            max_gap=self.max_gap, p_occluder=self.p_occluder,
+                                            erode_share=self.erode_share, jitter=self.jitter,
+                                            box_enlargement=self.box_enlargement, max_gap=self.max_gap,
+                                            p_occluder=self.p_occluder,
                                             augment=self.augment, seed=self.seed)
         val = self._val()
         self.val_pairs = None
