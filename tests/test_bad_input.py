@@ -202,7 +202,7 @@ def test_wrong_length_pickle_is_refused_before_compute(case, capfd):
     config = yaml.safe_load(cfg.read_text())
     config["model"].update(reid=True, reid_provider="original", reid_split="val")
     cfg.write_text(yaml.safe_dump(config))
-    code, _, err = predict(cfg, out, "--data.set", "val", capfd=capfd)
+    code, _, err = predict(cfg, out, "--data.split", "val", capfd=capfd)
     assert_refused(code, err, root / "PersonSearch/480p/val.pkl", "20 frames", out)
 
 

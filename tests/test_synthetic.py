@@ -142,7 +142,7 @@ def test_bad_settings(kw, message):
 def test_cli(tmp_path, capsys):
     out = tmp_path / "root"
     args = ["synth", "--out", str(out), "--sequences", "1", "--seed", "4", "--frames", str(T), "--height", "96",
-            "--width", "176", "--objects", "2", "--min-absence", str(K), "--events", "occlusion,exit", "--set", "train"]
+            "--width", "176", "--objects", "2", "--min-absence", str(K), "--events", "occlusion,exit", "--split", "train"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "synth-4: 34 frames 176x96, 2 objects; occlusion obj1" in printed and "wrote 1 sequences" in printed

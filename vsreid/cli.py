@@ -53,12 +53,30 @@ def _print_help() -> None:
         print(f"  {name:<20}{_summary(name)}")
 
 
+def _accept_underscores(parser: argparse.ArgumentParser) -> None:
+    """Every ``--long-option`` of a tool also answers to ``--long_option``, the spelling of the Lightning commands
+    (``--finetune_steps``); help shows the options as the tool declares them."""
+    for action in parser._actions:
+        for option in action.option_strings:
+            alias = "--" + option[2:].replace("-", "_")
+            if option.startswith("--") and alias not in parser._option_string_actions:
+                parser._option_string_actions[alias] = action
+
+
+def _sequence_names(values: list[str]) -> list[str]:
+    """``--sequences`` as a tool takes it (``a b``) or as the Lightning commands do (``[a,b]``, ``a,b``)."""
+    return [name.strip() for value in values for name in value.strip().strip("[]").split(",") if name.strip()]
+
+
 def _run_tool(name: str, argv: list[str]) -> int:
     module = _tool_module(name)
     parser = argparse.ArgumentParser(prog=f"vsreid {name}", description=(module.__doc__ or "").strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
+    _accept_underscores(parser)
     args = parser.parse_args(argv)
+    if isinstance(getattr(args, "sequences", None), list):
+        args.sequences = _sequence_names(args.sequences)
     try:
         return int(module.run(args) or 0)
     except DataError as e:

@@ -127,7 +127,7 @@ class VSReIDModule(LightningModule):
         if reid_provider not in ("appearance", "original"):
             raise ValueError(f"reid_provider must be 'appearance' or 'original', got {reid_provider!r}")
         if reid_provider == "original" and not reid_split:
-            raise ValueError("reid_provider 'original' needs reid_split=<set name> (the pickles are indexed over a "
+            raise ValueError("reid_provider 'original' needs reid_split=<split name> (the pickles are indexed over a "
                              "split)")
         self.save_hyperparameters()
         self.net = MP2S(**network_arguments(self.hparams), pretrained=bool(pretrained) and init_from is None)
