@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import davis_reference as ref
+from davis_roots import write_davis_root
 from vsreid import cli
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
@@ -83,13 +84,10 @@ def _synthetic(rng: np.random.Generator, frames: int, height: int, width: int, n
     return labels
 
 
-def _make_root(path: Path, sequences: dict[str, np.ndarray]) -> Path:
-    """A DAVIS-layout root holding only annotations (frames folders are empty)."""
-    for name, labels in sequences.items():
-        (path / "JPEGImages" / "480p" / name).mkdir(parents=True)
-        for t, frame in enumerate(labels):
-            write_labels(path / "Annotations" / "480p" / name / f"{t:05d}.png", frame)
-    return path
+def _make_root(path: Path, sequences: dict[str, np.ndarray], **kw) -> Path:
+    """A DAVIS-layout root holding only annotations, (T, H, W) per sequence (frame folders are empty)."""
+    return write_davis_root(path, {name: len(labels) for name, labels in sequences.items()}, images=False,
+                            labels=lambda seq, t: sequences[seq][t], **kw).root
 
 
 def _write_results(results: Path, sequences: dict[str, np.ndarray]) -> Path:
@@ -178,9 +176,7 @@ def test_synthetic_multi_object_sequences(tmp_path):
     preds = {name: _perturb(gt, 3) for name, gt in gts.items()}
     preds["synth2"][6:9] = np.where(preds["synth2"][6:9] == 3, 0, preds["synth2"][6:9])
     per_object, expected = _reference(gts, preds)
-    davis = _make_root(tmp_path / "davis", gts)
-    (davis / "ImageSets" / "2017").mkdir(parents=True)
-    (davis / "ImageSets" / "2017" / "mini.txt").write_text("synth0\nsynth1\nsynth2\n")
+    davis = _make_root(tmp_path / "davis", gts, splits={"mini": ["synth0", "synth1", "synth2"]})
     results = _write_results(tmp_path / "results", preds)
 
     assert cli.main(["evaluate", "--davis-root", str(davis), "--results", str(results), "--split", "mini",

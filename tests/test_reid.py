@@ -14,12 +14,12 @@ import pickle
 import numpy as np
 import pytest
 
+from davis_roots import write_davis_root
 from vsreid.cli import main as cli_main
 from vsreid.data.crops import object_box
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.flow import FlowCache, write_flo
-from vsreid.data.labels import write_frame, write_labels
 from vsreid.engine.boxes import enclosing_iou
 from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
@@ -41,31 +41,35 @@ def _fill(labels, box, value):
     labels[y1:y2, x1:x2] = value
 
 
-def _tiny_root(tmp_path):
+def _labels(seq, t):
+    """Object 1 at OBJ1_BEFORE, absent in frames LOST_AT..5, then at OBJ1_AFTER; object 2 at OBJ2 throughout."""
+    labels = np.zeros((H, W), np.uint8)
+    if t < LOST_AT or t > 5:
+        _fill(labels, OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER, 1)
+    _fill(labels, OBJ2, 2)
+    return labels
+
+
+def _frame(seq, t, rng):
+    """Noise with object 1 red and object 2 blue."""
+    frame, labels = rng.integers(0, 255, (H, W, 3), dtype=np.uint8), _labels(seq, t)
+    frame[labels == 1], frame[labels == 2] = (250, 0, 0), (0, 0, 250)
+    return frame
+
+
+def _flow(seq, t, step):
+    """Zero, except that the backward flow of frame LOST_AT points out of the image where object 1 was."""
+    flow = np.zeros((H, W, 2), np.float32)
+    if step == -1 and t == LOST_AT:
+        _fill(flow[..., 0], OBJ1_BEFORE, 1000.0)
+    return flow
+
+
+def _tiny_root(path):
     """Two sequences in DAVIS layout with ground truth on every frame and zero flow, except that seqb's backward
     flow of frame 3 points out of the image where object 1 was, so the warp drops it and the draft loses it."""
-    rng = np.random.default_rng(0)
-    for seq, n in LENGTHS.items():
-        for t in range(n):
-            labels = np.zeros((H, W), np.uint8)
-            if t < LOST_AT or t > 5:
-                _fill(labels, OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER, 1)
-            _fill(labels, OBJ2, 2)
-            frame = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
-            frame[labels == 1], frame[labels == 2] = (250, 0, 0), (0, 0, 250)
-            write_frame(tmp_path / "JPEGImages/480p" / seq / f"{t:05d}.jpg", frame)
-            write_labels(tmp_path / "Annotations/480p" / seq / f"{t:05d}.png", labels)
-        for t in range(n):
-            if t < n - 1:
-                write_flo(tmp_path / "Flow/480p" / seq / f"{t:05d}.flo", np.zeros((H, W, 2), np.float32))
-            if t > 0:
-                flow = np.zeros((H, W, 2), np.float32)
-                if t == LOST_AT:
-                    _fill(flow[..., 0], OBJ1_BEFORE, 1000.0)
-                write_flo(tmp_path / "Flow/480p" / seq / f"{t:05d}.rflo", flow)
-    (tmp_path / "ImageSets/2017").mkdir(parents=True)
-    (tmp_path / "ImageSets/2017/tiny.txt").write_text("seqa\nseqb\n")
-    return DavisRoot(tmp_path)
+    return write_davis_root(path, LENGTHS, size=(H, W), labels=_labels, image=_frame, flow=_flow,
+                            splits={"tiny": list(LENGTHS)})
 
 
 def _rows(*rows):
@@ -338,7 +342,8 @@ def test_appearance_reid_finds_a_reappearing_object(synthetic):
         x1, y1, x2, y2 = truth
         others = _background_boxes((seq.labels[t] > 0) | seq.distractor_masks[0, t], x2 - x1, y2 - y1)
         if seq.distractor_masks[0, t].any():
-            others = np.vstack([others, np.array(object_box(seq.distractor_masks[0, t], box_enlargement=0.0), np.float64)])
+            distractor = object_box(seq.distractor_masks[0, t], box_enlargement=0.0)
+            others = np.vstack([others, np.array(distractor, np.float64)])
         sims = reid.similarity(t, np.vstack([np.array([truth], np.float64), others]))[i]
         assert len(others) and np.all(sims[1:] < sims[0]), (t, sims)
     assert hits >= 4, f"best candidate right in {hits} of {len(reappear)} reappearance frames"
