@@ -1,7 +1,8 @@
 """The ``vsreid`` command: Lightning subcommands (fit, validate, predict) and the project's tools.
 
 Each tool lives in ``vsreid/commands/<name>.py`` with a module docstring (its help), ``add_arguments(parser)`` and
-``run(args) -> int``. Lightning subcommands are parsed by :class:`lightning.pytorch.cli.LightningCLI`.
+``run(args) -> int``. Lightning subcommands are parsed by :class:`lightning.pytorch.cli.LightningCLI`. Tool options
+take the Lightning commands' spellings too: ``--davis_root`` for ``--davis-root``, ``--sequences [a,b]`` or ``a,b``.
 """
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ def _print_help() -> None:
     print("\nTools:")
     for name in TOOLS:
         print(f"  {name:<20}{_summary(name)}")
+    print("\nTool options also take the Lightning spellings: --davis_root for --davis-root, --sequences [a,b].")
 
 
 def _accept_underscores(parser: argparse.ArgumentParser) -> None:
