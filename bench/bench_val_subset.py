@@ -1,8 +1,9 @@
 """J&F of the shipped model on the DAVIS 2016 val subset, with and without online finetuning and re-ID.
 
 Reproduces the README's results table: `vsreid predict` (configs/davis_lite.yaml) over the 9 val-subset sequences
-without finetuning and with the config's finetuning (or `--finetune-steps N`), then `vsreid evaluate` of the forward pass alone (draft) and of the
-final result (with re-ID). Prints per-sequence J-Mean and J&F, and how many sequences finetuning improved.
+without finetuning and with the config's finetuning (or `--finetune-steps N`), then `vsreid evaluate` of the forward
+pass alone (draft) and of the final result (with re-ID). Prints per-sequence J-Mean and J&F, and how many sequences
+finetuning improved.
 The data folder defaults to ../shared/data/davis2016-val-subset (override with --root or VSREID_SHARED_DATA).
 """
 from __future__ import annotations
@@ -45,8 +46,9 @@ def main() -> int:
     if not args.root.is_dir():
         print(f"skipped: {args.root} not found (set VSREID_SHARED_DATA)")
         return 0
-    tuned = "finetuning (the config's steps)" if args.finetune_steps is None else f"finetuning {args.finetune_steps} steps"
-    runs = {"no finetuning": 0, tuned: args.finetune_steps}
+    given = args.finetune_steps
+    tuned = "finetuning (the config's steps)" if given is None else f"finetuning {given} steps"
+    runs = {"no finetuning": 0, tuned: given}
     if args.only:
         runs = {k: v for k, v in runs.items() if k.startswith(args.only.replace("-", " "))}
     scores, seconds = {}, {}

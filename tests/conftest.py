@@ -1,10 +1,13 @@
-"""Shared fixtures: the location of the real DAVIS subsets (``../shared/data`` or ``$VSREID_SHARED_DATA``)."""
+"""Shared fixtures: the location of the real DAVIS subsets (``../shared/data`` or ``$VSREID_SHARED_DATA``) and
+``make_davis_root``, the one builder of small DAVIS roots (:func:`davis_roots.write_davis_root`)."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
 import pytest
+
+from davis_roots import write_davis_root
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,3 +39,10 @@ def davis_val(shared_data) -> Path:
 @pytest.fixture(scope="session")
 def davis_train(shared_data) -> Path:
     return shared_data / "davis2016-train-subset"
+
+
+@pytest.fixture(scope="session")
+def make_davis_root():
+    """:func:`davis_roots.write_davis_root`: ``make_davis_root(path, sequences, frames=..., size=..., objects=...,
+    splits=...)`` writes a small DAVIS root and returns its :class:`~vsreid.data.davis.DavisRoot`."""
+    return write_davis_root

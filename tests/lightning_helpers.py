@@ -1,4 +1,4 @@
-"""Small fixtures for the Lightning tests: synthetic DAVIS roots, a tiny MP2S and its config files."""
+"""Small fixtures for the Lightning tests: the synthetic DAVIS roots' settings, a tiny MP2S and its config files."""
 from __future__ import annotations
 
 import os
@@ -9,22 +9,14 @@ from pathlib import Path
 import torch
 import yaml
 
-from vsreid.data.synthetic import generate_sequence, write_sequence
-
 REPO = Path(__file__).resolve().parents[1]
+
+#: ``write_davis_root`` settings of the Lightning tests' roots: 64x104 synthetic sequences with 2 objects (sequence k
+#: from seed ``synthetic_seed + k``), e.g. ``write_davis_root(root, {"s0": 26}, **SYNTHETIC)``.
+SYNTHETIC = dict(size=(64, 104), objects=2, synthetic_seed=0)
 
 TINY_MODEL = dict(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, pretrained=False,
                   prior_skip=True, crop_size=65, predict_batch_size=8, refine_iterations=2)
-
-
-def synthetic_root(root: Path, lengths=(26, 28, 30, 33, 27), seed: int = 0) -> list[str]:
-    """Synthetic 2-object sequences of the given lengths (64x104 frames), all annotated."""
-    names = []
-    for k, n in enumerate(lengths):
-        seq = generate_sequence(f"s{k}", seed + k, size=(64, 104), num_frames=n, num_objects=2, min_absence=1)
-        write_sequence(root, seq)
-        names.append(seq.name)
-    return names
 
 
 def tiny_weights(path: Path, seed: int = 0) -> Path:

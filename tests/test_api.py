@@ -3,7 +3,6 @@ memory and from a video file."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 
@@ -12,9 +11,10 @@ import numpy as np
 import pytest
 
 from conftest import REPO
+from davis_roots import write_davis_root
 from vsreid.cli import main
 from vsreid.commands.export_model import export
-from vsreid.data.labels import read_frame, read_labels, write_frame, write_labels
+from vsreid.data.labels import read_frame, read_labels, write_labels
 from vsreid.data.video import read_video
 from vsreid.engine import Segmenter
 
@@ -37,15 +37,10 @@ def weights(tmp_path_factory):
 
 def _root(folder, frames: list[np.ndarray], first_mask: np.ndarray, lossless: bool):
     """A DAVIS root with sequence "libby": ``frames`` (PNG when ``lossless``, else the bundled JPEG files)."""
-    for t, frame in enumerate(frames):
-        if lossless:
-            write_frame(folder / "JPEGImages/480p/libby" / f"{t:05d}.png", frame)
-        else:
-            target = folder / "JPEGImages/480p/libby" / f"{t:05d}.jpg"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(REPO / "data/samples/JPEGImages/480p/libby" / f"{t:05d}.jpg", target)
-    write_labels(folder / "Annotations/480p/libby/00000.png", first_mask)
-    return folder
+    bundled = REPO / "data/samples/JPEGImages/480p/libby"
+    image = (lambda seq, t, rng: frames[t]) if lossless else (lambda seq, t, rng: bundled / f"{t:05d}.jpg")
+    return write_davis_root(folder, {"libby": len(frames)}, image=image, frame_ext="png",
+                            labels=lambda seq, t: first_mask if t == 0 else None).root
 
 
 def _predict(root, out, weights) -> list[bytes]:

@@ -14,7 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from lightning_helpers import REPO, predict_config, synthetic_root, tiny_weights
+from davis_roots import write_davis_root
+from lightning_helpers import REPO, SYNTHETIC, predict_config, tiny_weights
 from vsreid.cli import main
 from vsreid.data.flow import write_flo
 from vsreid.data.labels import read_frame, read_labels, write_labels
@@ -26,7 +27,7 @@ SEQ = "s0"
 def pristine(tmp_path_factory):
     """A 26-frame synthetic root, tiny weights and a predict config without re-ID (built once, copied per test)."""
     base = tmp_path_factory.mktemp("pristine")
-    synthetic_root(base / "root", lengths=(26,))
+    write_davis_root(base / "root", {SEQ: 26}, **SYNTHETIC)
     tiny_weights(base / "tiny.pt")
     return base
 
@@ -192,8 +193,7 @@ def test_wrong_length_pickle_is_refused_before_compute(case, capfd):
     import pickle
 
     root, cfg, out = case
-    (root / "ImageSets/2017").mkdir(parents=True)
-    (root / "ImageSets/2017/val.txt").write_text(f"{SEQ}\n")
+    write_davis_root(root, [], splits={"val": [SEQ]})
     for folder in ("PersonSearch", "ObjectSearch"):
         (root / folder / "480p").mkdir(parents=True)
         (root / folder / "480p/val.pkl").write_bytes(pickle.dumps([[np.zeros((0, 6))]] * 20, protocol=2))
@@ -202,7 +202,7 @@ def test_wrong_length_pickle_is_refused_before_compute(case, capfd):
     config = yaml.safe_load(cfg.read_text())
     config["model"].update(reid=True, reid_provider="original", reid_split="val")
     cfg.write_text(yaml.safe_dump(config))
-    code, _, err = predict(cfg, out, "--data.set", "val", capfd=capfd)
+    code, _, err = predict(cfg, out, "--data.split", "val", capfd=capfd)
     assert_refused(code, err, root / "PersonSearch/480p/val.pkl", "20 frames", out)
 
 
@@ -247,7 +247,7 @@ def test_orphaned_temporaries_are_removed_and_live_ones_kept(case, capfd):
 
 def test_two_concurrent_predicts_into_one_output(pristine, tmp_path):
     root = tmp_path / "root"
-    synthetic_root(root, lengths=(26, 27, 28))
+    write_davis_root(root, {"s0": 26, "s1": 27, "s2": 28}, **SYNTHETIC)
     cfg = predict_config(tmp_path / "predict.yaml", root, pristine / "tiny.pt", tmp_path / "logs", reid=False)
     out = tmp_path / "out"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -266,7 +266,7 @@ def test_two_concurrent_predicts_into_one_output(pristine, tmp_path):
 
 def test_check_command_lists_every_problem(case, capfd):
     root, _, _ = case
-    synthetic_root(root, lengths=(26, 26, 27))  # s0 (the copy's), s1, s2
+    write_davis_root(root, {"s0": 26, "s1": 26, "s2": 27}, **SYNTHETIC)  # s0 (the copy's), s1, s2
     truncate(frame(root, 3))
     empty_first_mask_of = annotation(root, 0).parent.parent / "s2" / "00000.png"
     write_labels(empty_first_mask_of, np.zeros_like(read_labels(empty_first_mask_of)))

@@ -1,17 +1,20 @@
 """Optical flow: .flo files, DIS accuracy on synthetic motion, the Flow/480p cache and the ``vsreid flow`` tool."""
 from __future__ import annotations
 
+from functools import partial
+
 import cv2
 import numpy as np
 import pytest
 
+from davis_roots import write_davis_root
 from vsreid.cli import main
-from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.flow import DISFlow, FarnebackFlow, FlowCache, make_flow_estimator, read_flo, write_flo
 from vsreid.data.labels import write_frame
 
 STEP = (2.0, 1.0)  # (dx, dy) px per frame in the synthetic sequences
+SIZE = (96, 128)
 
 
 def texture(height: int, width: int, seed: int) -> np.ndarray:
@@ -34,17 +37,15 @@ def to_u8(img: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
-def make_root(tmp_path, sequences=("a",), frames=5, size=(96, 128), first=0, flow_folder=True):
-    """A DAVIS-layout root whose sequences translate a texture by STEP per frame; frames named from ``first``. With
-    ``flow_folder`` it has an (empty) ``Flow/480p``, which caches then use."""
-    for k, seq in enumerate(sequences):
-        base = texture(*size, seed=k)
-        for t in range(frames):
-            img = translate(base, (STEP[0] * t, STEP[1] * t))
-            write_frame(tmp_path / "JPEGImages" / "480p" / seq / f"{first + t:05d}.jpg", to_u8(img))
-    if flow_folder:
-        (tmp_path / "Flow" / "480p").mkdir(parents=True, exist_ok=True)
-    return DavisRoot(tmp_path)
+def moving_texture(seq: str, t: int, rng=None) -> np.ndarray:
+    """Frame t of sequence "a" (texture 0), "b" (texture 1)...: the texture translated by STEP per frame."""
+    return to_u8(translate(texture(*SIZE, seed=ord(seq) - ord("a")), (STEP[0] * t, STEP[1] * t)))
+
+
+#: DAVIS-layout roots (no annotations) whose sequences translate a texture by STEP per frame, with an empty
+#: ``Flow/480p``, which caches then use, unless ``flow_folder=False``.
+make_root = partial(write_davis_root, sequences=("a",), frames=5, size=SIZE, objects=0, image=moving_texture,
+                    flow_folder=True)
 
 
 def flow_files(folder):
@@ -240,9 +241,8 @@ def test_fill_never_exposes_a_partial_file(tmp_path):
 
 
 def test_a_flow_of_the_wrong_size_is_a_one_line_error(tmp_path):
-    for t in range(5):
-        write_frame(tmp_path / "JPEGImages" / "480p" / "dog" / f"{t:05d}.jpg", np.zeros((480, 854, 3), np.uint8))
-    root = DavisRoot(tmp_path)
+    root = make_root(tmp_path, sequences=["dog"], size=(480, 854), flow_folder=False,
+                     image=lambda seq, t, rng: np.zeros((480, 854, 3), np.uint8))
     bad = write_flo(root.flow_dir / "dog" / "00003.flo", np.zeros((436, 1024, 2), np.float32))
     message = f"{tmp_path}/Flow/480p/dog/00003.flo: flow is 1024x436, frames are 854x480"
     for cache in (FlowCache(root, None), FlowCache(root, DISFlow("ultrafast"))):

@@ -13,7 +13,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from lightning_helpers import REPO, TINY_MODEL, predict_config, run_cli, synthetic_root, tiny_weights
+from davis_roots import write_davis_root
+from lightning_helpers import REPO, SYNTHETIC, TINY_MODEL, predict_config, run_cli, tiny_weights
 from vsreid.data.davis import DavisRoot
 from vsreid.data.labels import read_labels
 from vsreid.lightning.data import balanced_shards
@@ -22,8 +23,9 @@ from vsreid.lightning.data import balanced_shards
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     root = tmp_path_factory.mktemp("synth")
-    names = synthetic_root(root)
-    return root, names
+    lengths = {f"s{k}": n for k, n in enumerate((26, 28, 30, 33, 27))}
+    write_davis_root(root, lengths, **SYNTHETIC)
+    return root, list(lengths)
 
 
 def test_balanced_shards_cover_everything_once():
@@ -125,7 +127,8 @@ def test_multi_device_predict_returns_after_every_rank_and_stays_within_toleranc
     sequence is marked done, and with online finetuning (a float path that depends on the thread count) J&F stays
     within 0.3 of one process."""
     root = tmp_path / "synth"
-    names = synthetic_root(root, lengths=(100, 26, 26, 26, 26), seed=5)
+    names = [f"s{k}" for k in range(5)]
+    write_davis_root(root, dict(zip(names, (100, 26, 26, 26, 26))), **dict(SYNTHETIC, synthetic_seed=5))
     costs = [len(DavisRoot(root).frame_stems(n)) * 2 for n in names]
     assert [len(s) for s in balanced_shards(costs, 2)] == [1, 4]
     weights = tiny_weights(tmp_path / "tiny.pt")
@@ -287,7 +290,8 @@ def test_weight_average_is_what_validation_checkpoints_and_prediction_use(tmp_pa
     import vsreid.lightning.module as module_code
 
     root = tmp_path / "synth"
-    seq = synthetic_root(root, lengths=(26,))[0]
+    seq = "s0"
+    write_davis_root(root, {seq: 26}, **SYNTHETIC)
     item = SequenceItem(str(root), seq, 26, 2, flow_preset="ultrafast", flow_dir=str(tmp_path / "flow"))
     module.hparams.reid = False
     used = []

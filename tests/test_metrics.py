@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import davis_reference as ref
+from davis_roots import write_davis_root
 from vsreid import cli
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
@@ -83,13 +84,10 @@ def _synthetic(rng: np.random.Generator, frames: int, height: int, width: int, n
     return labels
 
 
-def _make_root(path: Path, sequences: dict[str, np.ndarray]) -> Path:
-    """A DAVIS-layout root holding only annotations (frames folders are empty)."""
-    for name, labels in sequences.items():
-        (path / "JPEGImages" / "480p" / name).mkdir(parents=True)
-        for t, frame in enumerate(labels):
-            write_labels(path / "Annotations" / "480p" / name / f"{t:05d}.png", frame)
-    return path
+def _make_root(path: Path, sequences: dict[str, np.ndarray], **kw) -> Path:
+    """A DAVIS-layout root holding only annotations, (T, H, W) per sequence (frame folders are empty)."""
+    return write_davis_root(path, {name: len(labels) for name, labels in sequences.items()}, images=False,
+                            labels=lambda seq, t: sequences[seq][t], **kw).root
 
 
 def _write_results(results: Path, sequences: dict[str, np.ndarray]) -> Path:
@@ -113,11 +111,11 @@ def _read_csv(path: Path) -> list[list[str]]:
         return list(csv.reader(f))
 
 
-def _check_csvs(results: Path, set_name: str, per_object: dict, expected_global: dict) -> None:
-    global_rows = _read_csv(results / f"global_results-{set_name}.csv")
+def _check_csvs(results: Path, split: str, per_object: dict, expected_global: dict) -> None:
+    global_rows = _read_csv(results / f"global_results-{split}.csv")
     assert global_rows[0] == GLOBAL_HEADER and len(global_rows) == 2
     assert global_rows[1] == [f"{expected_global[c]:.3f}" for c in GLOBAL_HEADER]
-    rows = _read_csv(results / f"per-sequence_results-{set_name}.csv")
+    rows = _read_csv(results / f"per-sequence_results-{split}.csv")
     assert rows[0] == ["Sequence", "J-Mean", "F-Mean"]
     assert [r[0] for r in rows[1:]] == list(per_object)
     for name, j_text, f_text in rows[1:]:
@@ -166,7 +164,7 @@ def test_real_objects_composited_with_swapped_ids(davis_val, tmp_path):
     davis = _make_root(tmp_path / "davis", {"pair": gt})
     results = _write_results(tmp_path / "results", preds)
     per_object, expected = _reference({"pair": gt}, preds)
-    _check_result(evaluate_results(davis, results, set_name=None, sequences=["pair"], progress=False),
+    _check_result(evaluate_results(davis, results, split=None, sequences=["pair"], progress=False),
                   per_object, expected)
     _check_csvs(results, "custom", per_object, expected)
 
@@ -178,15 +176,13 @@ def test_synthetic_multi_object_sequences(tmp_path):
     preds = {name: _perturb(gt, 3) for name, gt in gts.items()}
     preds["synth2"][6:9] = np.where(preds["synth2"][6:9] == 3, 0, preds["synth2"][6:9])
     per_object, expected = _reference(gts, preds)
-    davis = _make_root(tmp_path / "davis", gts)
-    (davis / "ImageSets" / "2017").mkdir(parents=True)
-    (davis / "ImageSets" / "2017" / "mini.txt").write_text("synth0\nsynth1\nsynth2\n")
+    davis = _make_root(tmp_path / "davis", gts, splits={"mini": ["synth0", "synth1", "synth2"]})
     results = _write_results(tmp_path / "results", preds)
 
-    assert cli.main(["evaluate", "--davis-root", str(davis), "--results", str(results), "--set", "mini",
+    assert cli.main(["evaluate", "--davis-root", str(davis), "--results", str(results), "--split", "mini",
                      "--no-progress"]) == 0
     _check_csvs(results, "mini", per_object, expected)
-    _check_result(evaluate_results(davis, results, set_name="mini", progress=False), per_object, expected)
+    _check_result(evaluate_results(davis, results, split="mini", progress=False), per_object, expected)
 
     metric = DavisJF()
     for name in gts:

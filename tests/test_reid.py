@@ -14,17 +14,17 @@ import pickle
 import numpy as np
 import pytest
 
+from davis_roots import write_davis_root
 from vsreid.cli import main as cli_main
 from vsreid.data.crops import object_box
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.flow import FlowCache, write_flo
-from vsreid.data.labels import write_frame, write_labels
 from vsreid.engine.boxes import enclosing_iou
 from vsreid.engine import propagator as propagator_module
 from vsreid.engine.predictor import PatchPredictor
 from vsreid.engine.propagator import PropagationConfig, Propagator
-from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, appearance, build_report,
+from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
                                 recover)
 from vsreid.engine.reid.recovery import FrameViews, _best_candidate
 from vsreid.engine.source import SequenceSource
@@ -44,31 +44,35 @@ def _fill(labels, box, value):
     labels[y1:y2, x1:x2] = value
 
 
-def _tiny_root(tmp_path):
+def _labels(seq, t):
+    """Object 1 at OBJ1_BEFORE, absent in frames LOST_AT..5, then at OBJ1_AFTER; object 2 at OBJ2 throughout."""
+    labels = np.zeros((H, W), np.uint8)
+    if t < LOST_AT or t > 5:
+        _fill(labels, OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER, 1)
+    _fill(labels, OBJ2, 2)
+    return labels
+
+
+def _frame(seq, t, rng):
+    """Noise with object 1 red and object 2 blue."""
+    frame, labels = rng.integers(0, 255, (H, W, 3), dtype=np.uint8), _labels(seq, t)
+    frame[labels == 1], frame[labels == 2] = (250, 0, 0), (0, 0, 250)
+    return frame
+
+
+def _flow(seq, t, step):
+    """Zero, except that the backward flow of frame LOST_AT points out of the image where object 1 was."""
+    flow = np.zeros((H, W, 2), np.float32)
+    if step == -1 and t == LOST_AT:
+        _fill(flow[..., 0], OBJ1_BEFORE, 1000.0)
+    return flow
+
+
+def _tiny_root(path):
     """Two sequences in DAVIS layout with ground truth on every frame and zero flow, except that seqb's backward
     flow of frame 3 points out of the image where object 1 was, so the warp drops it and the draft loses it."""
-    rng = np.random.default_rng(0)
-    for seq, n in LENGTHS.items():
-        for t in range(n):
-            labels = np.zeros((H, W), np.uint8)
-            if t < LOST_AT or t > 5:
-                _fill(labels, OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER, 1)
-            _fill(labels, OBJ2, 2)
-            frame = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
-            frame[labels == 1], frame[labels == 2] = (250, 0, 0), (0, 0, 250)
-            write_frame(tmp_path / "JPEGImages/480p" / seq / f"{t:05d}.jpg", frame)
-            write_labels(tmp_path / "Annotations/480p" / seq / f"{t:05d}.png", labels)
-        for t in range(n):
-            if t < n - 1:
-                write_flo(tmp_path / "Flow/480p" / seq / f"{t:05d}.flo", np.zeros((H, W, 2), np.float32))
-            if t > 0:
-                flow = np.zeros((H, W, 2), np.float32)
-                if t == LOST_AT:
-                    _fill(flow[..., 0], OBJ1_BEFORE, 1000.0)
-                write_flo(tmp_path / "Flow/480p" / seq / f"{t:05d}.rflo", flow)
-    (tmp_path / "ImageSets/2017").mkdir(parents=True)
-    (tmp_path / "ImageSets/2017/tiny.txt").write_text("seqa\nseqb\n")
-    return DavisRoot(tmp_path)
+    return write_davis_root(path, LENGTHS, size=(H, W), labels=_labels, image=_frame, flow=_flow,
+                            splits={"tiny": list(LENGTHS)})
 
 
 def _rows(*rows):
@@ -233,9 +237,9 @@ def _state_frame1(obj1_box=None, obj2_box=None):
 def test_candidate_on_a_visible_object_is_rejected_by_enclosing_box_iou():
     visible = (40, 20, 60, 40)
     state = _state_frame1(obj2_box=visible)  # object 1 is missing in frame 1, object 2 is visible there
-    appear = appearance(state)
-    assert not appear[1, 0] and appear[1, 1]
-    robust = object_box(state.labels(1) == 2, enlarge=0.0, ratio=0.99)
+    present = presence(state)[1]
+    assert not present[0] and present[1]
+    robust = object_box(state.labels(1) == 2, box_enlargement=0.0, ratio=0.99)
     over = (46, 20, 66, 40)  # shifted by 6 px: intersection / enclosing box > 0.3
     beside = (52, 26, 72, 46)  # standard IoU 0.22, enclosing-box "IoU" lower: accepted
     assert enclosing_iou(over, robust) > 0.3 > enclosing_iou(beside, robust)
@@ -302,7 +306,7 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
     # zero backward flow at LOST_AT: the copy-prior draft keeps object 1 where it was instead of losing it
     write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
     source, propagator, state, _ = _start(root)
-    assert appearance(state)[:, 0].all()  # the draft never loses it: without a drift test nothing can be recovered
+    assert presence(state)[:, 0].all()  # the draft never loses it: without a drift test nothing can be recovered
     provider = _Verifying()
     log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2))
     # dropped from the draft: frames 3-7; re-found in frame 6, propagated back over 5-3 where it is dropped again
@@ -313,7 +317,7 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
         if LOST_AT <= t <= 5:
             assert not mask.any(), t
         else:
-            assert _iou(object_box(mask, enlarge=0.0), OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER) > 0.5, t
+            assert _iou(object_box(mask, box_enlargement=0.0), OBJ1_BEFORE if t < LOST_AT else OBJ1_AFTER) > 0.5, t
     # frames near the anchors were shown to the provider: frame 0's window for both objects, then the recovery's
     assert {(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (6, 0), (7, 0)} <= set(provider.observed)
     assert (LOST_AT, 0) not in provider.observed  # object 1 was missing there
@@ -355,7 +359,7 @@ def test_appearance_reid_finds_a_reappearing_object(synthetic):
     assert reid.class_scores(0) is None
     hits = 0
     for t in reappear:
-        truth = object_box(seq.labels[t] == i + 1, enlarge=0.0)
+        truth = object_box(seq.labels[t] == i + 1, box_enlargement=0.0)
         cands = reid.candidates(t, i)
         assert cands.shape[1] == 5 and np.all((cands[:, 4] >= 0) & (cands[:, 4] <= 1))
         for j in range(len(ids)):  # row r is the same box for every object
@@ -366,7 +370,8 @@ def test_appearance_reid_finds_a_reappearing_object(synthetic):
         x1, y1, x2, y2 = truth
         others = _background_boxes((seq.labels[t] > 0) | seq.distractor_masks[0, t], x2 - x1, y2 - y1)
         if seq.distractor_masks[0, t].any():
-            others = np.vstack([others, np.array(object_box(seq.distractor_masks[0, t], enlarge=0.0), np.float64)])
+            distractor = object_box(seq.distractor_masks[0, t], box_enlargement=0.0)
+            others = np.vstack([others, np.array(distractor, np.float64)])
         sims = reid.similarity(t, np.vstack([np.array([truth], np.float64), others]))[i]
         assert len(others) and np.all(sims[1:] < sims[0]), (t, sims)
     assert hits >= 4, f"best candidate right in {hits} of {len(reappear)} reappearance frames"
@@ -423,7 +428,7 @@ def test_appearance_reid_judges_drift(synthetic):
     for t in range(1, len(seq.labels), 3):
         for i, obj in enumerate(objects):
             if obj["area"][t] >= 0.9 * obj["full_area"][t]:
-                x1, y1, x2, y2 = box = object_box(seq.labels[t] == obj["id"], enlarge=0.0)
+                x1, y1, x2, y2 = box = object_box(seq.labels[t] == obj["id"], box_enlargement=0.0)
                 right.append(reid.is_drifted(t, i, box))
                 taken = (seq.labels[t] > 0) | seq.distractor_masks[0, t]
                 background += [reid.is_drifted(t, i, b) for b in _background_boxes(taken, x2 - x1, y2 - y1)]
@@ -448,14 +453,14 @@ def test_appearance_reid_observed_distractors_stop_passing_as_the_object(synthet
 
     def best_on(t, mask):
         cands = reid.candidates(t, 0)
-        box = object_box(mask, enlarge=0.0)
+        box = object_box(mask, box_enlargement=0.0)
         return max([c[4] for c in cands if _iou(c[:4], box) >= 0.5], default=0.0)
 
     def passing(frames, masks):
         return np.mean([best_on(t, masks[t]) > 0.5 for t in frames])
 
     assert passing(hidden, look_alike) == 1.0  # before: the look-alike passes as object 1 everywhere
-    added = sum(reid.observe(t, 0, object_box(seq.labels[t] == obj["id"], enlarge=0.0)) for t in both)
+    added = sum(reid.observe(t, 0, object_box(seq.labels[t] == obj["id"], box_enlargement=0.0)) for t in both)
     assert added > 0 and len(reid.views[0]) > 0
     assert passing(hidden, look_alike) <= 0.5
     assert passing(visible, seq.labels == obj["id"]) >= 0.9

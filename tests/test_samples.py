@@ -8,12 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
-from vsreid.data import DavisRoot, write_frame, write_labels
+from vsreid.data import DavisRoot, write_labels
 from vsreid.data.augment import Augmentation, Augmenter
 from vsreid.data.labels import VOID, read_frame
 from vsreid.data.crops import boxes_from_labels, crop_resize, object_box, paste_back, scale_box
 from vsreid.data.deform import deform_mask, tps_apply, tps_fit
-from vsreid.data.flow import DISFlow, FlowCache, write_flo
+from vsreid.data.flow import DISFlow, FlowCache
 from vsreid.data.samples import EvalPairs, FirstFrameSamples, PropagationSamples
 from vsreid.data.warp import photometric_residual, warp_grid
 
@@ -242,17 +242,9 @@ def tiny_flow(t: int, step: int) -> np.ndarray:
 
 
 @pytest.fixture
-def tiny_root(tmp_path) -> DavisRoot:
-    rng = np.random.default_rng(0)
-    for seq in ("a", "b"):
-        for t in range(T):
-            write_frame(tmp_path / "JPEGImages/480p" / seq / f"{t:05d}.jpg", rng.integers(0, 255, (H, W, 3), np.uint8))
-            write_labels(tmp_path / "Annotations/480p" / seq / f"{t:05d}.png", tiny_labels(t))
-            if t < T - 1:
-                write_flo(tmp_path / "Flow/480p" / seq / f"{t:05d}.flo", tiny_flow(t, 1))
-            if t > 0:
-                write_flo(tmp_path / "Flow/480p" / seq / f"{t:05d}.rflo", tiny_flow(t, -1))
-    return DavisRoot(tmp_path)
+def tiny_root(make_davis_root, tmp_path) -> DavisRoot:
+    return make_davis_root(tmp_path, ("a", "b"), frames=T, size=(H, W), labels=lambda seq, t: tiny_labels(t),
+                           flow=lambda seq, t, step: tiny_flow(t, step))
 
 
 def check_sample(sample, size):

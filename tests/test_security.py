@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_helpers import REPO, predict_config, synthetic_root, tiny_weights
+from davis_roots import write_davis_root
+from lightning_helpers import REPO, SYNTHETIC, predict_config, tiny_weights
 from vsreid.data.errors import DataError
 from vsreid.data.safe_pickle import load_data_pickle
 from vsreid.models.checkpoints import load_network, read_weights
@@ -80,7 +81,7 @@ def test_crafted_checkpoint_is_refused_by_convert_checkpoint(crafted, tmp_path):
 def test_crafted_checkpoint_is_refused_by_predict(crafted, tmp_path, option):
     path, marker = crafted
     root = tmp_path / "synth"
-    synthetic_root(root, lengths=(26,))
+    write_davis_root(root, {"s0": 26}, **SYNTHETIC)
     cfg = predict_config(tmp_path / "predict.yaml", root, tiny_weights(tmp_path / "w.pt"), tmp_path / "logs")
     proc = _vsreid("predict", "-c", cfg, "--output", tmp_path / "out", option, path)
     _one_error_line(proc, path)

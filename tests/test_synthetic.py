@@ -32,7 +32,7 @@ def _touches_border(mask: np.ndarray) -> bool:
 
 
 def _check_events(labels: np.ndarray, meta: dict, events) -> None:
-    """The events listed in ``meta`` are really in the label maps ``labels`` (T, H, W)."""
+    """The events listed in ``meta`` are really in the id maps ``labels`` (T, H, W)."""
     ids = range(1, len(meta["objects"]) + 1)
     area = {i: (labels == i).sum(axis=(1, 2)) for i in ids}
     for o in meta["objects"]:
@@ -142,7 +142,8 @@ def test_bad_settings(kw, message):
 def test_cli(tmp_path, capsys):
     out = tmp_path / "root"
     args = ["synth", "--out", str(out), "--sequences", "1", "--seed", "4", "--frames", str(T), "--height", "96",
-            "--width", "176", "--objects", "2", "--min-absence", str(K), "--events", "occlusion,exit", "--set", "train"]
+            "--width", "176", "--objects", "2", "--min-absence", str(K), "--events", "occlusion,exit",
+            "--split", "train"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "synth-4: 34 frames 176x96, 2 objects; occlusion obj1" in printed and "wrote 1 sequences" in printed

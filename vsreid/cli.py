@@ -1,7 +1,8 @@
 """The ``vsreid`` command: Lightning subcommands (fit, validate, predict) and the project's tools.
 
 Each tool lives in ``vsreid/commands/<name>.py`` with a module docstring (its help), ``add_arguments(parser)`` and
-``run(args) -> int``. Lightning subcommands are parsed by :class:`lightning.pytorch.cli.LightningCLI`.
+``run(args) -> int``. Lightning subcommands are parsed by :class:`lightning.pytorch.cli.LightningCLI`. Tool options
+take the Lightning commands' spellings too: ``--davis_root`` for ``--davis-root``, ``--sequences [a,b]`` or ``a,b``.
 """
 from __future__ import annotations
 
@@ -51,6 +52,22 @@ def _print_help() -> None:
     print("\nTools:")
     for name in TOOLS:
         print(f"  {name:<20}{_summary(name)}")
+    print("\nTool options also take the Lightning spellings: --davis_root for --davis-root, --sequences [a,b].")
+
+
+def _accept_underscores(parser: argparse.ArgumentParser) -> None:
+    """Every ``--long-option`` of a tool also answers to ``--long_option``, the spelling of the Lightning commands
+    (``--finetune_steps``); help shows the options as the tool declares them."""
+    for action in parser._actions:
+        for option in action.option_strings:
+            alias = "--" + option[2:].replace("-", "_")
+            if option.startswith("--") and alias not in parser._option_string_actions:
+                parser._option_string_actions[alias] = action
+
+
+def _sequence_names(values: list[str]) -> list[str]:
+    """``--sequences`` as a tool takes it (``a b``) or as the Lightning commands do (``[a,b]``, ``a,b``)."""
+    return [name.strip() for value in values for name in value.strip().strip("[]").split(",") if name.strip()]
 
 
 def _run_tool(name: str, argv: list[str]) -> int:
@@ -58,7 +75,10 @@ def _run_tool(name: str, argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=f"vsreid {name}", description=(module.__doc__ or "").strip(),
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     module.add_arguments(parser)
+    _accept_underscores(parser)
     args = parser.parse_args(argv)
+    if isinstance(getattr(args, "sequences", None), list):
+        args.sequences = _sequence_names(args.sequences)
     try:
         return int(module.run(args) or 0)
     except DataError as e:

@@ -1,9 +1,10 @@
 """``make demo``: segment the bundled sample end to end and print its J&F with and without re-ID.
 
 Steps: make a synthetic 3-object sequence whose objects disappear and come back; for the two real DAVIS sequences
-of the bundled sample (``data/samples``, shipped in the package) and the synthetic one: optical flow (DIS), brief online finetuning on the first frame, the
-forward pass, re-ID recovery, palette PNGs, an overlay video, and the DAVIS evaluation of the forward pass alone
-("without re-ID") and of the final result ("with re-ID").
+of the bundled sample (``data/samples``, shipped in the package) and the synthetic one: optical flow (DIS), online
+finetuning on the first frame (the shipped config's steps), the forward pass, re-ID recovery, palette PNGs, an
+overlay video, and the DAVIS evaluation of the forward pass alone ("without re-ID") and of the final result ("with
+re-ID").
 """
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import sys
 
 from tqdm.auto import tqdm
 
+from vsreid.commands import add_split_argument
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.flow import FlowCache
@@ -19,7 +20,7 @@ from vsreid.data.flow import FlowCache
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("root", help="DAVIS root (JPEGImages/480p/<seq>/, Annotations/480p/<seq>/)")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--set", dest="set_name", help="a split of ImageSets (default: every sequence)")
+    add_split_argument(which, "a split of ImageSets; default: every sequence")
     which.add_argument("--sequences", nargs="+", metavar="SEQ", help="these sequences only")
     parser.add_argument("--flow-dir", help="flow cache to check (default ROOT/Flow/480p)")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     root = DavisRoot(args.root)
-    names = root.sequences(args.set_name, args.sequences)
+    names = root.sequences(args.split, args.sequences)
     flows = FlowCache(root, None, flow_dir=args.flow_dir)
     problems, frames, flow_files = [], 0, 0
     for seq in tqdm(names, desc="check", unit="seq", disable=args.no_progress):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from vsreid.commands import add_split_argument
 from vsreid.metrics.evaluation import evaluate_results
 
 
@@ -14,13 +15,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--davis-root", required=True, help="DAVIS root (JPEGImages/480p, Annotations/480p, ImageSets)")
     parser.add_argument("--results", required=True, help="folder of <sequence>/<frame>.png results; CSVs go here")
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--set", help="split name (ImageSets/2017/<set>.txt), also names the CSVs")
+    add_split_argument(which, "split file ImageSets/2017/<NAME>.txt; NAME also names the CSVs")
     which.add_argument("--sequences", nargs="+", metavar="SEQ", help="sequences to score (CSVs named 'custom')")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    result = evaluate_results(args.davis_root, args.results, set_name=args.set, sequences=args.sequences,
+    result = evaluate_results(args.davis_root, args.results, split=args.split, sequences=args.sequences,
                               progress=not args.no_progress)
     print(result.format())
     print(f"\nGlobal results saved in {result.global_csv}")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vsreid.commands import add_split_argument
 from vsreid.data.atomic import atomic_write_bytes
 from vsreid.data.crops import box_iou, object_box
 from vsreid.data.davis import DavisRoot
@@ -31,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--davis-root", required=True, help="DAVIS root with Annotations/480p/<seq>/")
     parser.add_argument("--results", required=True, help="prediction folder holding <seq>/reid.json")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--set", dest="set_name", help="a split of ImageSets; default: every <seq>/reid.json in DIR")
+    add_split_argument(which, "a split of ImageSets; default: every <seq>/reid.json in DIR")
     which.add_argument("--sequences", nargs="+", metavar="SEQ", help="these sequences only")
 
 
@@ -66,7 +67,7 @@ class _GroundTruth:
         if labels is None:
             return None
         mask = labels == object_id
-        return object_box(mask, enlarge=0.0) if mask.any() else ()
+        return object_box(mask, box_enlargement=0.0) if mask.any() else ()
 
 
 def evaluate_sequence(root: DavisRoot, seq: str, report: dict) -> dict:
@@ -103,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
     root = DavisRoot(args.davis_root)
     results = Path(args.results)
     folder = ResultsFolder(results)
-    if args.set_name or args.sequences:
-        names = root.sequences(args.set_name, args.sequences)
+    if args.split or args.sequences:
+        names = root.sequences(args.split, args.sequences)
     else:
         names = folder.reid_sequences()
         if not names:

@@ -16,7 +16,7 @@ from typing import Callable
 import cv2
 from tqdm.auto import tqdm
 
-from vsreid.commands import positive_int
+from vsreid.commands import add_split_argument, positive_int
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.flow import DEFAULT_PRESET, DISFlow, FillStats, FlowCache, make_flow_estimator
@@ -25,7 +25,7 @@ from vsreid.data.flow import DEFAULT_PRESET, DISFlow, FillStats, FlowCache, make
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--davis-root", required=True, help="DAVIS root holding JPEGImages/480p/<seq>/")
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--set", dest="set_name", help="a split of ImageSets (e.g. val); default: every sequence")
+    add_split_argument(which, "a split of ImageSets, e.g. val; default: every sequence")
     which.add_argument("--sequences", nargs="+", metavar="SEQ", help="these sequences only")
     parser.add_argument("--workers", type=positive_int, default=1, help="parallel processes, one sequence each")
     parser.add_argument("--method", default="dis", choices=("dis", "farneback"), help="flow estimator (default dis)")
@@ -55,7 +55,7 @@ def _fill(root: str, out: str, method: str, preset: str, seq: str,
 def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     root = DavisRoot(args.davis_root)
-    names = root.sequences(args.set_name, args.sequences)
+    names = root.sequences(args.split, args.sequences)
     out = args.out or str(root.flow_dir)
     total = sum(len(root.frame_paths(seq)) - 1 for seq in names)
     job = (str(root.root), out, args.method, args.preset)

@@ -12,7 +12,7 @@ import sys
 
 from tqdm.auto import tqdm
 
-from vsreid.commands import positive_int
+from vsreid.commands import add_split_argument, positive_int
 from vsreid.data.synthetic import EVENTS, check_args
 from vsreid.data.synthetic_roots import write_synthetic_root
 
@@ -29,8 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="frames an object stays hidden or out of view (default 5)")
     parser.add_argument("--events", type=_events, default=EVENTS,
                         help=f"comma-separated subset of {','.join(EVENTS)} (default all)")
-    parser.add_argument("--set", dest="set_name", default="val",
-                        help="split file ImageSets/2017/<set>.txt (default val)")
+    add_split_argument(parser, "split file ImageSets/2017/<NAME>.txt listing the sequences (default val)", default="val")
     parser.add_argument("--composite-from", metavar="DAVIS_ROOT",
                         help="cut real objects and backgrounds out of this DAVIS root instead of drawing them")
 
@@ -55,10 +54,10 @@ def run(args: argparse.Namespace) -> int:
             bar.write(seq.summary())
             bar.update(1)
 
-        names = write_synthetic_root(args.out, args.sequences, args.seed, set_name=args.set_name,
+        names = write_synthetic_root(args.out, args.sequences, args.seed, split=args.split,
                                      composite_from=args.composite_from, progress=done, size=size,
                                      num_frames=args.frames, num_objects=args.objects, events=args.events,
                                      min_absence=args.min_absence)
-    print(f"synth: wrote {len(names)} sequences to {args.out} (listed in ImageSets/2017/{args.set_name}.txt, "
+    print(f"synth: wrote {len(names)} sequences to {args.out} (listed in ImageSets/2017/{args.split}.txt, "
           f"events in synthetic/<name>.json)")
     return 0

@@ -11,12 +11,12 @@ Box = tuple[int, int, int, int]
 ABSENT_BOX: Box = (0, 0, 1, 1)
 
 
-def object_box(mask: np.ndarray, enlarge: float = 0.15, ratio: float = 1.0) -> Box:
+def object_box(mask: np.ndarray, box_enlargement: float = 0.15, ratio: float = 1.0) -> Box:
     """The original ``gen_bbox`` for one object.
 
     Args:
         mask: (H, W) bool, the object's pixels.
-        enlarge: fraction of the box width/height added on each side (0.15 at test time).
+        box_enlargement: fraction of the box width/height added on each side (0.15 at test time).
         ratio: quantile of the sorted pixel coordinates taken as the extent (0.99: a robust 1st-99th percentile box).
 
     Returns:
@@ -33,16 +33,18 @@ def object_box(mask: np.ndarray, enlarge: float = 0.15, ratio: float = 1.0) -> B
     x1, x2 = int(xs[lo]), int(xs[hi]) + 1
     y1, y2 = int(ys[lo]), int(ys[hi]) + 1
     bw, bh = x2 - x1, y2 - y1
-    fx1 = float(np.clip(x1 - enlarge * bw, 0, w - 1))
-    fx2 = float(np.clip(x2 + enlarge * bw, fx1 + 1, w))
-    fy1 = float(np.clip(y1 - enlarge * bh, 0, h - 1))
-    fy2 = float(np.clip(y2 + enlarge * bh, fy1 + 1, h))
+    fx1 = float(np.clip(x1 - box_enlargement * bw, 0, w - 1))
+    fx2 = float(np.clip(x2 + box_enlargement * bw, fx1 + 1, w))
+    fy1 = float(np.clip(y1 - box_enlargement * bh, 0, h - 1))
+    fy2 = float(np.clip(y2 + box_enlargement * bh, fy1 + 1, h))
     return int(fx1), int(fy1), int(fx2), int(fy2)
 
 
-def boxes_from_labels(labels: np.ndarray, object_ids, enlarge: float = 0.15, ratio: float = 1.0) -> np.ndarray:
-    """One :func:`object_box` per id of an (H, W) id map; returns (N, 4) int64 rows ``x1, y1, x2, y2``."""
-    return np.array([object_box(labels == i, enlarge, ratio) for i in object_ids], np.int64).reshape(-1, 4)
+def boxes_from_labels(labels: np.ndarray, object_ids, box_enlargement: float = 0.15, ratio: float = 1.0
+                      ) -> np.ndarray:
+    """One :func:`object_box` per value in ``object_ids`` of an (H, W) uint8 map: an id map with object ids, or an
+    index map with ``range(1, N + 1)``; returns (N, 4) int64 rows ``x1, y1, x2, y2``."""
+    return np.array([object_box(labels == i, box_enlargement, ratio) for i in object_ids], np.int64).reshape(-1, 4)
 
 
 def scale_box(box: Box, sx: float, sy: float) -> Box:

@@ -5,8 +5,8 @@ Layout (DAVIS 2017; DAVIS 2016 split files also accepted)::
     ROOT/JPEGImages/480p/<seq>/NNNNN.jpg         frames (required)
     ROOT/JPEGImages/Full-Resolution/<seq>/...    optional full-resolution frames
     ROOT/Annotations/480p/<seq>/NNNNN.png        id maps; at least the first frame
-    ROOT/ImageSets/2017/<set>.txt                one sequence name per line
-    ROOT/ImageSets/480p/<set>.txt                DAVIS 2016: "/JPEGImages/480p/<seq>/NNNNN.jpg /Annotations/..." lines
+    ROOT/ImageSets/2017/<split>.txt              one sequence name per line
+    ROOT/ImageSets/480p/<split>.txt              DAVIS 2016: "/JPEGImages/480p/<seq>/NNNNN.jpg /Annotations/..." lines
 """
 from __future__ import annotations
 
@@ -87,17 +87,17 @@ class DavisRoot:
     def all_sequences(self) -> list[str]:
         return sorted(p.name for p in self.frames_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
-    def split_file(self, set_name: str) -> Path:
-        for candidate in (self.root / "ImageSets" / "2017" / f"{set_name}.txt",
-                          self.root / "ImageSets" / self.resolution / f"{set_name}.txt"):
+    def split_file(self, split: str) -> Path:
+        for candidate in (self.root / "ImageSets" / "2017" / f"{split}.txt",
+                          self.root / "ImageSets" / self.resolution / f"{split}.txt"):
             if candidate.is_file():
                 return candidate
-        raise DataError(self.root / "ImageSets" / "2017" / f"{set_name}.txt",
-                        f"split '{set_name}' not found (looked in ImageSets/2017 and ImageSets/{self.resolution})")
+        raise DataError(self.root / "ImageSets" / "2017" / f"{split}.txt",
+                        f"split '{split}' not found (looked in ImageSets/2017 and ImageSets/{self.resolution})")
 
-    def read_split(self, set_name: str) -> list[str]:
+    def read_split(self, split: str) -> list[str]:
         """Sequence names of a split, in file order, each once."""
-        path = self.split_file(set_name)
+        path = self.split_file(split)
         names: list[str] = []
         for line in path.read_text().splitlines():
             line = line.strip()
@@ -112,17 +112,17 @@ class DavisRoot:
                 names.append(line)
         return names
 
-    def sequences(self, set_name: str | None = None, sequences: list[str] | None = None) -> list[str]:
+    def sequences(self, split: str | None = None, sequences: list[str] | None = None) -> list[str]:
         """The sequences to work on: an explicit list (which must belong to the split when one is given too), a
         split, or every folder under ``JPEGImages``."""
         if sequences:
             names = list(sequences)
-            if set_name:
-                outside = sorted(set(names) - set(self.read_split(set_name)))
+            if split:
+                outside = sorted(set(names) - set(self.read_split(split)))
                 if outside:
-                    raise DataError(self.split_file(set_name), f"{', '.join(outside)} not in split '{set_name}'")
-        elif set_name:
-            names = self.read_split(set_name)
+                    raise DataError(self.split_file(split), f"{', '.join(outside)} not in split '{split}'")
+        elif split:
+            names = self.read_split(split)
         else:
             names = self.all_sequences()
         for name in names:

@@ -8,7 +8,7 @@ A sample is a dict of numpy arrays (the default collate turns them into tensors)
     prior   float32 (1, S, S)  mask prior in [0, 1]
     residual float32 (1, S, S) photometric residual of the warp that made the prior, 0-255 (zero when the prior was
                                not warped; see ``vsreid.data.warp.photometric_residual``)
-    target  int64   (S, S)     1 = the object, 0 = elsewhere, 255 = ignore (void pixels and padding)
+    target  int64   (S, S)     1 = the object, 0 = elsewhere, 255 = void (void pixels and padding)
 
 Training crops (original Caffe layer): the object's tight ground-truth box, each side jittered by up to +-20% of the
 box size, then enlarged by 30% per side and clipped to the frame, resampled to S x S. With augmentation the crop is cut
@@ -151,7 +151,7 @@ def _as_augmentation(augment: bool | Augmentation | None) -> Augmentation | None
 class _Sampler:
     """Shared machinery: crop geometry, rendering of one object's arrays, epochs and seeds."""
 
-    def __init__(self, size: int, samples_per_epoch: int, seed: int, augment, jitter: float, context: float,
+    def __init__(self, size: int, samples_per_epoch: int, seed: int, augment, jitter: float, box_enlargement: float,
                  min_area: int, erode_share: float):
         self.size = size
         self.erode_share = erode_share
@@ -160,7 +160,7 @@ class _Sampler:
         augmentation = _as_augmentation(augment)
         self.augmenter = Augmenter(augmentation, size) if augmentation is not None else None
         self.jitter = jitter
-        self.context = context
+        self.box_enlargement = box_enlargement
         self.min_area = min_area
         self.epoch = 0
 
@@ -177,15 +177,15 @@ class _Sampler:
         """The in->out (3, 3) matrix from the frame to the crop (to the augmenter's canvas, whose centre S x S square
         is the crop, when augmenting) and the frame region (x0, y0, x1, y1) that it reads."""
         h, w = mask.shape
-        x1, y1, x2, y2 = (float(v) for v in object_box(mask, enlarge=0.0))
+        x1, y1, x2, y2 = (float(v) for v in object_box(mask, box_enlargement=0.0))
         bw, bh = x2 - x1, y2 - y1
         j = rng.uniform(-self.jitter, self.jitter, 4) * np.array([bw, bh, bw, bh])
         x1, y1, x2, y2 = x1 + j[0], y1 + j[1], max(x2 + j[2], x1 + j[0] + 1), max(y2 + j[3], y1 + j[1] + 1)
         bw, bh = x2 - x1, y2 - y1
-        x1 = float(np.clip(x1 - self.context * bw, 0, w - 1))
-        x2 = float(np.clip(x2 + self.context * bw, x1 + 1, w))
-        y1 = float(np.clip(y1 - self.context * bh, 0, h - 1))
-        y2 = float(np.clip(y2 + self.context * bh, y1 + 1, h))
+        x1 = float(np.clip(x1 - self.box_enlargement * bw, 0, w - 1))
+        x2 = float(np.clip(x2 + self.box_enlargement * bw, x1 + 1, w))
+        y1 = float(np.clip(y1 - self.box_enlargement * bh, 0, h - 1))
+        y2 = float(np.clip(y2 + self.box_enlargement * bh, y1 + 1, h))
         s, pad = self.size, (self.augmenter.pad if self.augmenter else 0)
         matrix = np.array([[s / (x2 - x1), 0, (0.5 - x1) * s / (x2 - x1) - 0.5 + pad],
                            [0, s / (y2 - y1), (0.5 - y1) * s / (y2 - y1) - 0.5 + pad], [0, 0, 1]])  # cv2.resize's
@@ -230,7 +230,7 @@ class PropagationSamples(_Sampler):
         p_static: probability of a static-frame sample instead of a video pair.
         p_zero_prior: probability that a static sample's prior is all zero.
         augment: True for the default :class:`Augmentation`, an instance, or False for none.
-        jitter, context: box jitter and enlargement per side, as fractions of the box size.
+        jitter, box_enlargement: box jitter and enlargement per side, as fractions of the box size.
         min_area: an object needs this many pixels in the current frame to be picked.
         erode_share: share of deformed priors that end with an erosion instead of the original's dilation (see
             :func:`vsreid.data.deform.deform_mask`; 0.5 keeps deformed priors unbiased in size, 0 is the original).
@@ -243,9 +243,9 @@ class PropagationSamples(_Sampler):
                  flow: Sequence[Flows] | Callable[[DavisRoot], Flows], size: int = 321,
                  samples_per_epoch: int = 10000, p_deform: float = 0.5, p_static: float = 0.0,
                  p_zero_prior: float = 0.4, seed: int = 0, augment: bool | Augmentation = True, jitter: float = 0.2,
-                 context: float = 0.3, min_area: int = 16, erode_share: float = 0.5, max_gap: int = 1,
+                 box_enlargement: float = 0.3, min_area: int = 16, erode_share: float = 0.5, max_gap: int = 1,
                  p_occluder: float = 0.0, cache_frames: int = 32, cache_labels: int = 128):
-        super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area, erode_share)
+        super().__init__(size, samples_per_epoch, seed, augment, jitter, box_enlargement, min_area, erode_share)
         if max_gap < 1:
             raise ValueError(f"max_gap must be >= 1, got {max_gap}")
         self.p_deform, self.p_static, self.p_zero_prior, self.max_gap = p_deform, p_static, p_zero_prior, max_gap
@@ -392,9 +392,9 @@ class FirstFrameSamples(_Sampler):
 
     def __init__(self, root: DavisRoot, sequences: Sequence[str] | None, flow_cache: Flows, size: int = 321,
                  samples_per_epoch: int = 1000, seed: int = 0, frames: Mapping[str, Sequence[int]] | None = None,
-                 augment: bool | Augmentation = True, jitter: float = 0.2, context: float = 0.3, min_area: int = 16,
-                 erode_share: float = 0.5, cache_frames: int = 32, cache_labels: int = 128):
-        super().__init__(size, samples_per_epoch, seed, augment, jitter, context, min_area, erode_share)
+                 augment: bool | Augmentation = True, jitter: float = 0.2, box_enlargement: float = 0.3,
+                 min_area: int = 16, erode_share: float = 0.5, cache_frames: int = 32, cache_labels: int = 128):
+        super().__init__(size, samples_per_epoch, seed, augment, jitter, box_enlargement, min_area, erode_share)
         self.store = _Frames(root, root.sequences(sequences=list(sequences) if sequences else None), cache_frames,
                              cache_labels)
         self.flows = flow_cache
@@ -445,8 +445,8 @@ class EvalPairs:
     """
 
     def __init__(self, root: DavisRoot, sequences: Sequence[str] | None, flow_cache: Flows, size: int = 321,
-                 frame_step: int = 1, enlarge: float = 0.15, cache_frames: int = 8, cache_labels: int = 16):
-        self.size, self.enlarge, self.flows = size, enlarge, flow_cache
+                 frame_step: int = 1, box_enlargement: float = 0.15, cache_frames: int = 8, cache_labels: int = 16):
+        self.size, self.box_enlargement, self.flows = size, box_enlargement, flow_cache
         self.store = _Frames(root, root.sequences(sequences=list(sequences) if sequences else None), cache_frames,
                              cache_labels)
         self.items: list[tuple[str, int, int]] = []
@@ -464,7 +464,7 @@ class EvalPairs:
         to_source, from_source = self.flows.backward(seq, t), self.flows.forward(seq, t - 1)
         grid = warp_grid(to_source, from_source)
         warped = grid.pull(self.store.labels(seq, t - 1)) == obj
-        box = object_box(warped, self.enlarge)
+        box = object_box(warped, self.box_enlargement)
         residual = photometric_residual(self.store.frame(seq, t), self.store.frame(seq, t - 1), grid)
         s = self.size
         image = crop_resize(self.store.frame(seq, t).astype(np.float32), box, s) / 255

@@ -16,7 +16,7 @@ Written layout (:func:`write_sequence`)::
 
     ROOT/JPEGImages/480p/<name>/NNNNN.jpg     frames, JPEG quality 92
     ROOT/Annotations/480p/<name>/NNNNN.png    palette id maps on every frame, ids 1..N
-    ROOT/ImageSets/2017/<set>.txt             the sequences of the root
+    ROOT/ImageSets/2017/<split>.txt           the sequences of the root
     ROOT/synthetic/<name>.json                ``SyntheticSequence.meta``
 
 The same seed gives bitwise-identical files. ``vsreid.data.composite`` reuses planner and renderer with real objects.

@@ -20,14 +20,14 @@ class PropagationConfig:
     """The original's constants, configurable.
 
     crop_size: side of the square crops fed to the network (449 in the paper).
-    box_enlarge: each object's box is enlarged by this fraction of its width/height per side (0.15).
+    box_enlargement: each object's box is enlarged by this fraction of its width/height per side (0.15).
     lost_ratio: an object is lost once its area is below 1/lost_ratio of its first-frame area (10).
     max_flow_error: forward-backward consistency threshold of the warp in pixels (100).
     refine_iterations: network passes at a re-identification, alone and then jointly with neighbours (5).
     """
 
     crop_size: int = 449
-    box_enlarge: float = 0.15
+    box_enlargement: float = 0.15
     lost_ratio: float = 10.0
     max_flow_error: float = 100.0
     refine_iterations: int = 5
@@ -53,7 +53,7 @@ class Propagator:
     # ------------------------------------------------------------------ public API
     def start(self, source: SequenceSource, first_labels: np.ndarray, object_ids: Sequence[int]) -> PropagationState:
         """A new state with frame 0 set from its id map (H, W) uint8."""
-        return initial_state(first_labels, object_ids, source.num_frames, self.config.box_enlarge)
+        return initial_state(first_labels, object_ids, source.num_frames, self.config.box_enlargement)
 
     def run_forward(self, source: SequenceSource, state: PropagationState,
                     progress: Callable[[int], None] | None = None) -> PropagationState:
@@ -88,11 +88,11 @@ class Propagator:
             combined_src = state.combined(src)
             grid = warp_grid(to_src, from_src, cfg.max_flow_error)  # shared by the prior and the residual
             warped = grid.pull(combined_src.transpose(1, 2, 0))
-            boxes = _boxes(np.argmax(warped, axis=2), state.num_objects, cfg.box_enlarge)
-            src_labels = np.argmax(combined_src, axis=0)
+            boxes = _boxes(np.argmax(warped, axis=2), state.num_objects, cfg.box_enlargement)
+            src_index_map = np.argmax(combined_src, axis=0)
             selected, go_on = [], False
             for i in range(state.num_objects):
-                if t != start and state.first_area[i] > cfg.lost_ratio * np.count_nonzero(src_labels == i + 1):
+                if t != start and state.first_area[i] > cfg.lost_ratio * np.count_nonzero(src_index_map == i + 1):
                     continue
                 if abs(state.anchors[t, i] - t) <= abs(anchor - t):
                     continue
@@ -121,9 +121,9 @@ class Propagator:
         """
         cfg, n = self.config, state.num_objects
         flow = source.flow_to_source(t, 1)
-        labels = state.index_labels(t)
-        x1, y1, x2, y2 = _boxes(labels, n, cfg.box_enlarge)[i]
-        group = [i] + [j - 1 for j in np.unique(labels[y1:y2 + 1, x1:x2 + 1]) if j != 0 and j - 1 != i]
+        index_map = state.index_map(t)
+        x1, y1, x2, y2 = _boxes(index_map, n, cfg.box_enlargement)[i]
+        group = [i] + [j - 1 for j in np.unique(index_map[y1:y2 + 1, x1:x2 + 1]) if j != 0 and j - 1 != i]
         erase = state.probs[t, i] > 0.5
         state.probs[t][:, erase] = 0
         h, w = state.probs.shape[2:]
@@ -141,12 +141,12 @@ class Propagator:
         own = state.probs[t, i].copy()
         state.probs[t][:, own > 0.5] = 0
         state.probs[t, i] = own
-        labels = state.index_labels(t)
-        x1, y1, x2, y2 = _boxes(labels, n, cfg.box_enlarge)[i]
-        group = sorted(set(group) | {j - 1 for j in np.unique(labels[y1:y2, x1:x2]) if j != 0})
+        index_map = state.index_map(t)
+        x1, y1, x2, y2 = _boxes(index_map, n, cfg.box_enlargement)[i]
+        group = sorted(set(group) | {j - 1 for j in np.unique(index_map[y1:y2, x1:x2]) if j != 0})
         for _ in range(cfg.refine_iterations):
             combined = state.combined(t)
-            boxes = _boxes(np.argmax(combined, axis=0), n, cfg.box_enlarge)
+            boxes = _boxes(np.argmax(combined, axis=0), n, cfg.box_enlargement)
             self._predict_objects(source, state, t, group, boxes, [combined[j + 1] for j in group], flow)
 
     # ------------------------------------------------------------------ crops and network
@@ -186,6 +186,6 @@ def _window(boxes: np.ndarray, margin: int, shape: tuple[int, int]) -> tuple[int
             min(int(boxes[:, 2].max()) + margin, w), min(int(boxes[:, 3].max()) + margin, h))
 
 
-def _boxes(index_labels: np.ndarray, num_objects: int, enlarge: float) -> np.ndarray:
-    """(N, 4) boxes of objects 1..N of an index label map; absent objects get (0, 0, 1, 1)."""
-    return boxes_from_labels(index_labels, range(1, num_objects + 1), enlarge)
+def _boxes(index_map: np.ndarray, num_objects: int, box_enlargement: float) -> np.ndarray:
+    """(N, 4) boxes of object indices 0..N-1 from an index map (values 1..N); absent objects get (0, 0, 1, 1)."""
+    return boxes_from_labels(index_map, range(1, num_objects + 1), box_enlargement)

@@ -51,8 +51,8 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
     def pick(names: dict[str, str]) -> dict[str, Any]:
         return {field_name: given[arg] for arg, field_name in names.items() if arg in given}
 
-    propagation = PropagationConfig(**pick({k: k for k in ("crop_size", "box_enlarge", "lost_ratio", "max_flow_error",
-                                                          "refine_iterations")}))
+    propagation = PropagationConfig(**pick({k: k for k in ("crop_size", "box_enlargement", "lost_ratio",
+                                                          "max_flow_error", "refine_iterations")}))
     recovery = RecoveryConfig(**pick({"reid_score_threshold": "score_threshold",
                                       "reid_occlusion_threshold": "occlusion_threshold",
                                       "reid_max_rounds": "max_rounds"}))

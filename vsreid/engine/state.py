@@ -44,15 +44,17 @@ class PropagationState:
         out /= out.sum(axis=0, keepdims=True)
         return out
 
-    def index_labels(self, t: int) -> np.ndarray:
-        """(H, W) uint8 argmax of the combined probability: 0 = background, i+1 = object index i."""
+    def index_map(self, t: int) -> np.ndarray:
+        """(H, W) uint8 index map of frame t, the argmax of the combined probability: 0 = background, i+1 = object
+        index i (not the object id: see :meth:`labels`)."""
         return np.argmax(self.combined(t), axis=0).astype(np.uint8)
 
     def labels(self, t: int) -> np.ndarray:
-        """(H, W) uint8 id map of frame t with the sequence's own object ids."""
+        """(H, W) uint8 id map of frame t: the sequence's own object ids (``object_ids[i]`` where the index map says
+        i+1), 0 = background."""
         lut = np.zeros(256, np.uint8)
         lut[1:self.num_objects + 1] = self.object_ids
-        return lut[self.index_labels(t)]
+        return lut[self.index_map(t)]
 
     def set_object(self, t: int, i: int, box, patch: np.ndarray) -> None:
         """P(i) of frame t becomes ``patch`` (h, w) inside ``box`` = (x1, y1, x2, y2) and 0 outside it."""
@@ -61,7 +63,7 @@ class PropagationState:
         self.probs[t, i, y1:y2, x1:x2] = patch
 
 
-def initial_state(first_labels: np.ndarray, object_ids, num_frames: int, box_enlarge: float = 0.15
+def initial_state(first_labels: np.ndarray, object_ids, num_frames: int, box_enlargement: float = 0.15
                   ) -> PropagationState:
     """State after reading the first frame's id map (H, W) uint8; frame 0 is every object's anchor."""
     from vsreid.data.crops import object_box
@@ -73,7 +75,7 @@ def initial_state(first_labels: np.ndarray, object_ids, num_frames: int, box_enl
     for i, oid in enumerate(object_ids):
         mask = first_labels == oid
         probs[0, i] = mask
-        x1, y1, x2, y2 = object_box(mask, enlarge=box_enlarge)
+        x1, y1, x2, y2 = object_box(mask, box_enlargement=box_enlargement)
         templates.append(mask[y1:y2, x1:x2].astype(np.float32))
     anchors = np.full((num_frames, len(object_ids)), NO_ANCHOR, np.int64)
     anchors[0] = 0

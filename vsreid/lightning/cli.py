@@ -1,6 +1,6 @@
 """LightningCLI for ``vsreid fit|validate|predict`` with the project's predict options.
 
-``vsreid predict -c CONFIG --data.root ROOT (--data.set NAME | --data.sequences '[a,b]') --output DIR
+``vsreid predict -c CONFIG --data.root ROOT (--data.split NAME | --data.sequences '[a,b]') --output DIR
 [--ckpt_path CKPT] [--reid true|false] [--finetune_steps N] [--trainer.devices N --trainer.strategy ddp]``
 """
 from __future__ import annotations

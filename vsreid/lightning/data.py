@@ -66,8 +66,8 @@ class DavisPredictDataModule(LightningDataModule):
 
     Args:
         root: DAVIS root folder.
-        set: split name (``ImageSets/2017/<set>.txt`` or DAVIS-2016 ``ImageSets/480p/<set>.txt``).
-        sequences: explicit sequence names (instead of ``set``, or within it); neither = every sequence of the root.
+        split: split name (``ImageSets/2017/<split>.txt`` or DAVIS-2016 ``ImageSets/480p/<split>.txt``).
+        sequences: explicit sequence names (instead of ``split``, or within it); neither = every sequence of the root.
             An empty list is an error; a name given twice runs once.
         flow_method: optical flow for missing cache files: ``dis``, ``farneback``, or ``""`` / ``precomputed`` to
             read existing ``.flo``/``.rflo`` files only.
@@ -81,11 +81,11 @@ class DavisPredictDataModule(LightningDataModule):
     Every sequence is checked (every frame decoded, annotations, sizes) before the first one is predicted.
     """
 
-    def __init__(self, root: str, set: str | None = None, sequences: list[str] | None = None,
+    def __init__(self, root: str, split: str | None = None, sequences: list[str] | None = None,
                  flow_method: str = "dis", flow_preset: str = DEFAULT_PRESET, flow_dir: str | None = None,
                  full_resolution: bool = False, skip_finished_in: str | None = None):
         super().__init__()
-        self.root, self.set, self.sequences = root, set, sequences
+        self.root, self.split, self.sequences = root, split, sequences
         self.flow_method, self.flow_preset, self.flow_dir = flow_method, flow_preset, flow_dir
         self.full_resolution = full_resolution
         self.skip_finished_in = skip_finished_in
@@ -96,7 +96,7 @@ class DavisPredictDataModule(LightningDataModule):
     def _names(self, root: DavisRoot) -> list[str]:
         if self.sequences is not None and not self.sequences:
             raise DataError(root.root, "empty sequence list (--data.sequences '[]'); omit it for every sequence")
-        names = root.sequences(self.set, self.sequences)
+        names = root.sequences(self.split, self.sequences)
         unique = list(dict.fromkeys(names))
         if len(unique) < len(names) and (self.trainer is None or self.trainer.is_global_zero):
             print("vsreid predict: sequences given more than once run once: "
@@ -174,11 +174,11 @@ class PretrainDataModule(_SampleDataModule):
 
     Args:
         train_roots: DAVIS-layout roots to train on (real DAVIS, synthetic roots made by ``vsreid synth``...).
-        train_set, train_sequences: restrict every training root to a split or to these sequences (None = all).
-        val_root, val_set, val_sequences: held-out sequences for one-step validation (never the training ones).
+        train_split, train_sequences: restrict every training root to a split or to these sequences (None = all).
+        val_root, val_split, val_sequences: held-out sequences for one-step validation (never the training ones).
         val_frame_step: validate on every k-th frame pair.
         crop_size: side of the square crops; batch_size; samples_per_epoch: training samples per epoch.
-        p_deform, p_static, erode_share: sample mix and deformations; jitter, context: crop box jitter and
+        p_deform, p_static, erode_share: sample mix and deformations; jitter, box_enlargement: crop box jitter and
             enlargement per side, as fractions of the box; max_gap: video pairs span up to this many frames;
             p_occluder: share of video pairs with another training object pasted over them, touching or occluding
             the one to segment (see :class:`vsreid.data.samples.PropagationSamples`).
@@ -187,32 +187,33 @@ class PretrainDataModule(_SampleDataModule):
         flow_method, flow_preset: flow for missing cache files; flow_cache_dir: keep caches there (read-only roots).
     """
 
-    def __init__(self, train_roots: list[str], train_set: str | None = None, train_sequences: list[str] | None = None,
-                 val_root: str | None = None, val_set: str | None = None, val_sequences: list[str] | None = None,
+    def __init__(self, train_roots: list[str], train_split: str | None = None, train_sequences: list[str] | None = None,
+                 val_root: str | None = None, val_split: str | None = None, val_sequences: list[str] | None = None,
                  val_frame_step: int = 5,
                  crop_size: int = 257, batch_size: int = 8, samples_per_epoch: int = 2000, p_deform: float = 0.5,
-                 p_static: float = 0.0, erode_share: float = 0.5, jitter: float = 0.2, context: float = 0.3,
+                 p_static: float = 0.0, erode_share: float = 0.5, jitter: float = 0.2, box_enlargement: float = 0.3,
                  max_gap: int = 1, p_occluder: float = 0.0, augment: Augmentation | None = None,
                  num_workers: int = 2, seed: int = 0,
                  flow_method: str = "dis", flow_preset: str = DEFAULT_PRESET, flow_cache_dir: str | None = None):
         super().__init__(crop_size, batch_size, num_workers, flow_method, flow_preset, flow_cache_dir)
-        self.erode_share, self.jitter, self.context, self.max_gap = erode_share, jitter, context, max_gap
+        self.erode_share, self.jitter, self.max_gap = erode_share, jitter, max_gap
+        self.box_enlargement = box_enlargement
         self.p_occluder = p_occluder
         self.augment = augment or Augmentation()
-        self.train_roots, self.train_set, self.train_sequences = train_roots, train_set, train_sequences
-        self.val_root, self.val_set, self.val_sequences = val_root, val_set, val_sequences
+        self.train_roots, self.train_split, self.train_sequences = train_roots, train_split, train_sequences
+        self.val_root, self.val_split, self.val_sequences = val_root, val_split, val_sequences
         self.val_frame_step = val_frame_step
         self.samples_per_epoch, self.p_deform, self.p_static, self.seed = samples_per_epoch, p_deform, p_static, seed
 
     def _train(self) -> list[tuple[DavisRoot, list[str]]]:
         roots = [DavisRoot(p) for p in self.train_roots]
-        return [(r, r.sequences(self.train_set, self.train_sequences)) for r in roots]
+        return [(r, r.sequences(self.train_split, self.train_sequences)) for r in roots]
 
     def _val(self) -> tuple[DavisRoot, list[str]] | None:
         if not self.val_root:
             return None
         root = DavisRoot(self.val_root)
-        names = root.sequences(self.val_set, self.val_sequences)
+        names = root.sequences(self.val_split, self.val_sequences)
         for r, train in self._train():
             overlap = sorted(set(train) & set(names)) if r.root.resolve() == root.root.resolve() else []
             if overlap:
@@ -236,8 +237,9 @@ class PretrainDataModule(_SampleDataModule):
         self.train_samples = PropagationSamples(train, [self._cache(r) for r, _ in train],
                                             size=self.crop_size, samples_per_epoch=self.samples_per_epoch,
                                             p_deform=self.p_deform, p_static=self.p_static,
-                                            erode_share=self.erode_share, jitter=self.jitter, context=self.context,
-                                            max_gap=self.max_gap, p_occluder=self.p_occluder,
+                                            erode_share=self.erode_share, jitter=self.jitter,
+                                            box_enlargement=self.box_enlargement, max_gap=self.max_gap,
+                                            p_occluder=self.p_occluder,
                                             augment=self.augment, seed=self.seed)
         val = self._val()
         self.val_pairs = None
@@ -259,15 +261,15 @@ class OnlineFinetuneDataModule(_SampleDataModule):
     per-sequence model. Samples are augmented first frames with deformed priors.
     """
 
-    def __init__(self, root: str, sequences: list[str] | None = None, set: str | None = None, crop_size: int = 257,
+    def __init__(self, root: str, sequences: list[str] | None = None, split: str | None = None, crop_size: int = 257,
                  batch_size: int = 4, samples_per_epoch: int = 200, num_workers: int = 0, seed: int = 0,
                  flow_method: str = "dis", flow_preset: str = DEFAULT_PRESET, flow_cache_dir: str | None = None):
         super().__init__(crop_size, batch_size, num_workers, flow_method, flow_preset, flow_cache_dir)
-        self.root, self.sequences, self.set = root, sequences, set
+        self.root, self.sequences, self.split = root, sequences, split
         self.samples_per_epoch, self.seed = samples_per_epoch, seed
 
     def _names(self) -> list[str]:
-        return DavisRoot(self.root).sequences(self.set, self.sequences)
+        return DavisRoot(self.root).sequences(self.split, self.sequences)
 
     def prepare_data(self) -> None:
         root = DavisRoot(self.root)

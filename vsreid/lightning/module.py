@@ -12,11 +12,12 @@ from lightning.pytorch.utilities import rank_zero_info
 
 from vsreid.data.crops import paste_back
 from vsreid.data.davis import DavisRoot
+from vsreid.data.labels import VOID
 from vsreid.engine.predictor import mirrored
 from vsreid.engine.reid import AppearanceReID, OriginalSearchResults, ReIDProvider
 from vsreid.engine.segmenter import SegmentSettings, segment_sequence, settings_from_arguments
 from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights, network_arguments, read_weights
-from vsreid.models.losses import VOID, segmentation_loss
+from vsreid.models.losses import segmentation_loss
 from vsreid.models.mp2s import MP2S, mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 from vsreid.models.resnet_weights import load_backbone_weights
 
@@ -60,7 +61,7 @@ class VSReIDModule(LightningModule):
         image_log_every_n_steps: TensorBoard image grid interval during training (0 = never).
         crop_size: side of the square crops the network sees at predict time (449 in the paper).
         flip: average each prediction with the mirrored pass (test-time augmentation).
-        box_enlarge: crop box enlargement per side, a fraction of the object's box (0.15).
+        box_enlargement: crop box enlargement per side, a fraction of the object's box (0.15).
         lost_ratio: an object is lost below 1/lost_ratio of its first-frame area (10).
         max_flow_error: forward-backward consistency threshold of the warp, pixels (100).
         refine_iterations: network passes at a re-identification, alone then with neighbours (5).
@@ -105,7 +106,7 @@ class VSReIDModule(LightningModule):
         image_log_every_n_steps: int = 100,
         crop_size: int | None = None,
         flip: bool | None = None,
-        box_enlarge: float | None = None,
+        box_enlargement: float | None = None,
         lost_ratio: float | None = None,
         max_flow_error: float | None = None,
         refine_iterations: int | None = None,
@@ -126,7 +127,7 @@ class VSReIDModule(LightningModule):
         if reid_provider not in ("appearance", "original"):
             raise ValueError(f"reid_provider must be 'appearance' or 'original', got {reid_provider!r}")
         if reid_provider == "original" and not reid_split:
-            raise ValueError("reid_provider 'original' needs reid_split=<set name> (the pickles are indexed over a "
+            raise ValueError("reid_provider 'original' needs reid_split=<split name> (the pickles are indexed over a "
                              "split)")
         self.save_hyperparameters()
         weights = read_weights(init_from) if init_from else None
@@ -294,7 +295,7 @@ class VSReIDModule(LightningModule):
 
 
 def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
-    """IoU of a binary prediction with a ground truth holding 0/1 and 255 (void, ignored); 1 when both are empty."""
+    """IoU of a binary prediction with a ground truth holding 0/1 and ``VOID`` (left out); 1 when both are empty."""
     valid = gt != VOID
     g = (gt == 1) & valid
     p = pred & valid

@@ -28,7 +28,7 @@ from .statistics import db_statistics
 OBJECT_COLUMNS = ("J-Mean", "J-Recall", "J-Decay", "F-Mean", "F-Recall", "F-Decay")
 GLOBAL_COLUMNS = ("J&F-Mean",) + OBJECT_COLUMNS
 PER_SEQUENCE_COLUMNS = ("Sequence", "J-Mean", "F-Mean")
-DEFAULT_SET_NAME = "custom"
+DEFAULT_SPLIT = "custom"
 
 
 def evaluate_sequence(pred_labels: np.ndarray, gt_labels: np.ndarray, semi_supervised: bool = True,
@@ -80,7 +80,7 @@ def global_table(object_means: np.ndarray) -> dict[str, float]:
 class EvaluationResult:
     """Scores of one result folder: per-object statistics, the global row, and where the CSVs were written."""
 
-    set_name: str
+    split: str
     objects: tuple[str, ...]
     object_stats: np.ndarray
     global_results: dict[str, float]
@@ -91,38 +91,38 @@ class EvaluationResult:
         """The global table and the per-object table as aligned text (3 decimals)."""
         rows = [[f"{self.global_results[c]:.3f}" for c in GLOBAL_COLUMNS]]
         per_object = [[name, f"{s[0]:.3f}", f"{s[3]:.3f}"] for name, s in zip(self.objects, self.object_stats)]
-        return (f"Global results for {self.set_name}\n{_text_table(GLOBAL_COLUMNS, rows)}\n\n"
-                f"Per-object results for {self.set_name}\n{_text_table(PER_SEQUENCE_COLUMNS, per_object)}")
+        return (f"Global results for {self.split}\n{_text_table(GLOBAL_COLUMNS, rows)}\n\n"
+                f"Per-object results for {self.split}\n{_text_table(PER_SEQUENCE_COLUMNS, per_object)}")
 
 
 def evaluate_results(davis_root: str | os.PathLike | DavisRoot, results_dir: str | os.PathLike,
-                     set_name: str | None = None, sequences: list[str] | None = None,
+                     split: str | None = None, sequences: list[str] | None = None,
                      progress: bool = True) -> EvaluationResult:
     """Score ``results_dir/<seq>/<stem>.png`` against the ground truth and write the toolkit's two CSVs into it.
 
-    Sequences: ``sequences``, else the split ``set_name``, else every sequence of the root. Every annotated frame but
+    Sequences: ``sequences``, else the split ``split``, else every sequence of the root. Every annotated frame but
     the first and last needs a result of the same size (id map PNG); a missing or mismatched one raises
-    :class:`DataError` naming it. CSVs: ``global_results-<set>.csv`` and ``per-sequence_results-<set>.csv`` (one row
-    per object ``<seq>_<k>``), ``<set>`` being ``set_name`` or ``custom``; written atomically, always recomputed.
+    :class:`DataError` naming it. CSVs: ``global_results-<split>.csv`` and ``per-sequence_results-<split>.csv`` (one row
+    per object ``<seq>_<k>``), ``<split>`` being ``split`` or ``custom``; written atomically, always recomputed.
     """
     root = davis_root if isinstance(davis_root, DavisRoot) else DavisRoot(davis_root)
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise DataError(results_dir, "results folder not found")
     names, stats = [], []
-    for seq in tqdm(root.sequences(set_name, sequences), desc="evaluate", unit="seq", disable=not progress):
+    for seq in tqdm(root.sequences(split, sequences), desc="evaluate", unit="seq", disable=not progress):
         gt, pred = _read_sequence(root, results_dir, seq)
         seq_stats = object_statistics(*evaluate_sequence(pred, gt, name=str(results_dir / seq)))
         names += [f"{seq}_{k + 1}" for k in range(len(seq_stats))]
         stats.append(seq_stats)
     stats = np.concatenate(stats) if stats else np.zeros((0, 6))
     table = global_table(stats.mean(axis=0) if len(stats) else np.full(6, np.nan))
-    set_name = set_name or DEFAULT_SET_NAME
-    global_csv = results_dir / f"global_results-{set_name}.csv"
-    per_sequence_csv = results_dir / f"per-sequence_results-{set_name}.csv"
+    split = split or DEFAULT_SPLIT
+    global_csv = results_dir / f"global_results-{split}.csv"
+    per_sequence_csv = results_dir / f"per-sequence_results-{split}.csv"
     _write_csv(global_csv, GLOBAL_COLUMNS, [[table[c] for c in GLOBAL_COLUMNS]])
     _write_csv(per_sequence_csv, PER_SEQUENCE_COLUMNS, [[n, s[0], s[3]] for n, s in zip(names, stats)])
-    return EvaluationResult(set_name, tuple(names), stats, table, global_csv, per_sequence_csv)
+    return EvaluationResult(split, tuple(names), stats, table, global_csv, per_sequence_csv)
 
 
 def _read_sequence(root: DavisRoot, results_dir: Path, seq: str) -> tuple[np.ndarray, np.ndarray]:

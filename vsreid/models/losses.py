@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-VOID = 255  # target value of ignored pixels (void and padding)
+from vsreid.data.labels import VOID  # also the target value of crop padding
 
 
 def _jaccard_steps(sorted_truth: torch.Tensor) -> torch.Tensor:
@@ -21,19 +21,19 @@ def _jaccard_steps(sorted_truth: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
-def lovasz_iou_loss(fg: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+def lovasz_iou_loss(fg: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean over the batch of the Lovász IoU loss of each crop.
 
     Args:
         fg: ``[N,H,W]`` foreground probabilities in [0, 1].
-        target: ``[N,H,W]`` int, 1 = object, 0 = background, ``ignore_index`` = void (left out).
+        target: ``[N,H,W]`` int, 1 = object, 0 = background, ``VOID`` (255) = void (left out).
 
     Returns:
         A scalar; crops with no valid pixel contribute 0.
     """
     losses = []
     for prob, truth in zip(fg.float(), target):
-        valid = truth != ignore_index
+        valid = truth != VOID
         if not valid.any():
             losses.append(prob.sum() * 0.0)
             continue
@@ -46,12 +46,12 @@ def lovasz_iou_loss(fg: torch.Tensor, target: torch.Tensor, ignore_index: int = 
 
 def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, lovasz_weight: float = 0.0) -> torch.Tensor:
     """Cross-entropy (+ ``lovasz_weight`` x the Lovász IoU loss) of logits (N, 2, S, S) for targets (N, S, S) of
-    0 / 1 / 255 (void, ignored); 0 with a gradient when every pixel is void."""
+    0 / 1 / ``VOID`` (255, left out); 0 with a gradient when every pixel is void."""
     target = target.long()
     if (target == VOID).all():
         return logits.sum() * 0.0
     loss = F.cross_entropy(logits, target, ignore_index=VOID)
     if lovasz_weight:
         fg = torch.softmax(logits.float(), 1)[:, 1]
-        loss = loss + lovasz_weight * lovasz_iou_loss(fg, target, VOID)
+        loss = loss + lovasz_weight * lovasz_iou_loss(fg, target)
     return loss

@@ -3,8 +3,8 @@ its per-sequence report."""
 from .appearance import AppearanceReID
 from .original import OriginalSearchResults
 from .provider import ReIDProvider
-from .recovery import PERSON_CLASS, Recovery, RecoveryConfig, RecoveryLog, appearance, recover
-from .report import build_report, draft_appearance
+from .recovery import PERSON_CLASS, Recovery, RecoveryConfig, RecoveryLog, presence, recover
+from .report import build_report, draft_presence
 
 __all__ = ["AppearanceReID", "OriginalSearchResults", "PERSON_CLASS", "ReIDProvider", "Recovery", "RecoveryConfig",
-           "RecoveryLog", "appearance", "build_report", "draft_appearance", "recover"]
+           "RecoveryLog", "build_report", "draft_presence", "presence", "recover"]

@@ -265,7 +265,7 @@ class AppearanceReID:
 
     def _add_template(self, i: int, feats: torch.Tensor, mask: np.ndarray) -> None:
         """Object i's template and search kernels from frame-0 features [C,h,w] and its mask (H, W) bool."""
-        box = object_box(mask, enlarge=0.0)
+        box = object_box(mask, box_enlargement=0.0)
         x1, y1, x2, y2 = box
         crop = torch.from_numpy(mask[y1:y2, x1:x2].astype(np.float32))[None, None].to(self.device)
         box_t = torch.tensor([box], dtype=torch.float32, device=self.device)

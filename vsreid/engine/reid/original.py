@@ -1,8 +1,8 @@
 """The original VS-ReID re-ID inputs: ``PersonSearch``, ``ObjectSearch`` and ``Class`` pickles of one DAVIS split.
 
-``PersonSearch/480p/<set>.pkl`` and ``ObjectSearch/480p/<set>.pkl`` are lists indexed by a global frame counter that
+``PersonSearch/480p/<split>.pkl`` and ``ObjectSearch/480p/<split>.pkl`` are lists indexed by a global frame counter that
 runs over all the split's sequences concatenated in split order; element ``g`` is a list over objects (index = id - 1)
-of (K, >=6) arrays whose columns 0-3 are x1, y1, x2, y2 (480p pixels) and column 5 the score. ``Class/480p/<set>.pkl``
+of (K, >=6) arrays whose columns 0-3 are x1, y1, x2, y2 (480p pixels) and column 5 the score. ``Class/480p/<split>.pkl``
 maps a sequence to its per-object class-score vectors. All three are Python-2 pickles, read with latin-1 through an
 unpickler that admits only NumPy and plain data (``vsreid.data.safe_pickle``).
 """
@@ -62,11 +62,11 @@ class OriginalSearchResults:
         self.columns: list[int] = []
 
     @classmethod
-    def from_davis_root(cls, root: DavisRoot, set_name: str) -> "OriginalSearchResults":
-        """The pickles ``{PersonSearch,ObjectSearch,Class}/<resolution>/<set>.pkl`` under a DAVIS root; sequences and
+    def from_davis_root(cls, root: DavisRoot, split: str) -> "OriginalSearchResults":
+        """The pickles ``{PersonSearch,ObjectSearch,Class}/<resolution>/<split>.pkl`` under a DAVIS root; sequences and
         frame counts from ``ImageSets`` and ``JPEGImages`` (every split sequence must be present)."""
-        names = root.read_split(set_name)
-        pkl = [root.root / d / root.resolution / f"{set_name}.pkl" for d in ("PersonSearch", "ObjectSearch", "Class")]
+        names = root.read_split(split)
+        pkl = [root.root / d / root.resolution / f"{split}.pkl" for d in ("PersonSearch", "ObjectSearch", "Class")]
         return cls(*pkl, names, lambda seq: len(root.frame_paths(seq)))
 
     # ------------------------------------------------------------------ ReIDProvider

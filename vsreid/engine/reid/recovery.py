@@ -52,49 +52,53 @@ class RecoveryLog:
 
 
 class FrameViews:
-    """What the recovery loop reads of each frame: index labels (H, W), tight and robust (1st-99th percentile) boxes
-    (N, 4) and presence (N,), computed once per frame and again only after :meth:`invalidate` (the loop calls it for
-    the frames a round changes), so a round costs in proportion to the frames it touches, not to the sequence."""
+    """What the recovery loop reads of each frame: its index map (H, W) uint8 (0 background, i+1 object index i; see
+    :meth:`PropagationState.index_map`), tight and robust (1st-99th percentile) boxes (N, 4) and presence (N,),
+    computed once per frame and again only after :meth:`invalidate` (the loop calls it for the frames a round
+    changes), so a round costs in proportion to the frames it touches, not to the sequence."""
 
     def __init__(self, state: PropagationState):
         self.state = state
-        self._labels: dict[int, np.ndarray] = {}
+        self._index_maps: dict[int, np.ndarray] = {}
         self._tight: dict[int, np.ndarray] = {}
         self._robust: dict[int, np.ndarray] = {}
-        self.present = np.stack([self._presence(t) for t in range(state.num_frames)]).reshape(
+        self.presence = np.stack([presence_from_boxes(self.tight(t)) for t in range(state.num_frames)]).reshape(
             state.num_frames, state.num_objects)
 
     def invalidate(self, frames) -> None:
         """Frames whose probabilities changed: forget their views and update their presence."""
         for t in frames:
-            for cache in (self._labels, self._tight, self._robust):
+            for cache in (self._index_maps, self._tight, self._robust):
                 cache.pop(t, None)
-            self.present[t] = self._presence(t)
+            self.presence[t] = presence_from_boxes(self.tight(t))
 
-    def labels(self, t: int) -> np.ndarray:
-        if t not in self._labels:
-            self._labels[t] = self.state.index_labels(t)
-        return self._labels[t]
+    def index_map(self, t: int) -> np.ndarray:
+        if t not in self._index_maps:
+            self._index_maps[t] = self.state.index_map(t)
+        return self._index_maps[t]
 
     def tight(self, t: int) -> np.ndarray:
         if t not in self._tight:
-            self._tight[t] = boxes_from_labels(self.labels(t), range(1, self.state.num_objects + 1), enlarge=0.0)
+            self._tight[t] = boxes_from_labels(self.index_map(t), range(1, self.state.num_objects + 1),
+                                               box_enlargement=0.0)
         return self._tight[t]
 
     def robust(self, t: int) -> np.ndarray:
         if t not in self._robust:
-            self._robust[t] = boxes_from_labels(self.labels(t), range(1, self.state.num_objects + 1), enlarge=0.0,
-                                                ratio=0.99)
+            self._robust[t] = boxes_from_labels(self.index_map(t), range(1, self.state.num_objects + 1),
+                                                box_enlargement=0.0, ratio=0.99)
         return self._robust[t]
 
-    def _presence(self, t: int) -> np.ndarray:
-        boxes = self.tight(t)
-        return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 1
+
+def presence_from_boxes(tight_boxes: np.ndarray) -> np.ndarray:
+    """(N,) bool from (N, 4) tight boxes: the presence rule, an object is present when its tight box covers more than
+    one pixel (an absent object's box is (0, 0, 1, 1))."""
+    return (tight_boxes[:, 2] - tight_boxes[:, 0]) * (tight_boxes[:, 3] - tight_boxes[:, 1]) > 1
 
 
-def appearance(state: PropagationState) -> np.ndarray:
-    """(T, N) bool: object i is present in frame t (its tight box covers more than one pixel)."""
-    return FrameViews(state).present
+def presence(state: PropagationState) -> np.ndarray:
+    """(T, N) bool: object i is present in frame t of ``state`` (see :func:`presence_from_boxes`)."""
+    return FrameViews(state).presence
 
 
 def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLog) -> None:
@@ -104,7 +108,7 @@ def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLo
     for t in frames:
         boxes, changed = views.tight(t), False
         for i in objects:
-            if views.present[t, i] and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
+            if views.presence[t, i] and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
                 state.probs[t, i] = 0
                 state.anchors[t, i] = NO_ANCHOR
                 log.drifted.append((t, i))
@@ -118,7 +122,7 @@ def teach_distractors(views: FrameViews, learn, i: int, anchor: int, window: int
     ``anchor`` (both ways), until the first frame each way where it is missing."""
     for step in (-1, 1):
         for t in range(anchor, int(np.clip(anchor + step * (window + 1), -1, views.state.num_frames)), step):
-            if not views.present[t, i]:
+            if not views.presence[t, i]:
                 break
             learn(t, i, tuple(views.tight(t)[i]))
 
@@ -126,10 +130,10 @@ def teach_distractors(views: FrameViews, learn, i: int, anchor: int, window: int
 def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int], cfg: RecoveryConfig):
     """The single best acceptable (frame, object, box, score) over all frames and targets, or None."""
     best, best_score = None, 0.0
-    state, appear = views.state, views.present
+    state, presence = views.state, views.presence
     n = state.num_objects
     for t in range(1, state.num_frames - 1):
-        cands = {j: provider.candidates(t, j) for j in targets if appear[t, j] == 0}  # only missing ones matter
+        cands = {j: provider.candidates(t, j) for j in targets if not presence[t, j]}  # only missing ones matter
         if not any(len(c) for c in cands.values()):
             continue
         for j in targets:
@@ -141,10 +145,10 @@ def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int
             if score <= best_score or score <= cfg.score_threshold:
                 continue
             x1, y1, x2, y2 = c[r, :4].astype(int)
-            labels, robust = views.labels(t), views.robust(t)
-            present = np.bincount(labels[max(y1, 0):y2 + 1, max(x1, 0):x2 + 1].ravel(), minlength=n + 1)[1:]
+            index_map, robust = views.index_map(t), views.robust(t)
+            inside = np.bincount(index_map[max(y1, 0):y2 + 1, max(x1, 0):x2 + 1].ravel(), minlength=n + 1)[1:]
             if any(enclosing_iou((x1, y1, x2, y2), robust[o]) > cfg.occlusion_threshold
-                   for o in np.flatnonzero(present)):
+                   for o in np.flatnonzero(inside)):
                 continue
             if any(k != j and len(c_k) > r and c_k[r, 4] > score for k, c_k in cands.items()):
                 continue
@@ -196,10 +200,10 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             t, j, box, score = found
             state.anchors[t, j] = t
             propagator.reinitialize(source, state, t, j, box)
-            earlier = np.flatnonzero(views.present[:t, j])
+            earlier = np.flatnonzero(views.presence[:t, j])
             start = int(earlier[-1]) if earlier.size else 0
             propagator.predict(source, state, t - 1, start, -1, [j])
-            later = np.flatnonzero(views.present[t + 1:, j])
+            later = np.flatnonzero(views.presence[t + 1:, j])
             stop = t + 1 + int(later[0]) if later.size else num_frames
             propagator.predict(source, state, t + 1, stop, 1, [j])
             views.invalidate(range(start, stop))  # the predicted frames and, with overlapping neighbours, theirs

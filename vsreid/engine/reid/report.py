@@ -7,37 +7,26 @@ import numpy as np
 
 from vsreid.data.crops import boxes_from_labels
 
-from ..state import PropagationState
 from .provider import ReIDProvider
-from .recovery import RecoveryLog, appearance
+from .recovery import RecoveryLog, presence_from_boxes
 
 TOP_CANDIDATES = 5
 
 
-def draft_appearance(draft: PropagationState | np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
-    """(T, N) bool presence of each object in the draft, given as a state, its (T, N) presence, or (T, H, W) id maps.
-
-    Present means the object's tight box covers more than one pixel, as :func:`~.recovery.appearance`.
-    """
-    if isinstance(draft, PropagationState):
-        return appearance(draft)
-    draft = np.asarray(draft)
-    if draft.ndim == 2:
-        return draft.astype(bool)
-    out = np.zeros((len(draft), len(object_ids)), bool)
-    for t, labels in enumerate(draft):
-        boxes = boxes_from_labels(labels, object_ids, enlarge=0.0)
-        out[t] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) > 1
-    return out
+def draft_presence(draft: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
+    """(T, N) bool presence of each object in the draft, (T, H, W) uint8 id maps; the rule of
+    :func:`~.recovery.presence_from_boxes`."""
+    return np.array([presence_from_boxes(boxes_from_labels(labels, object_ids, box_enlargement=0.0))
+                     for labels in draft], bool).reshape(len(draft), len(object_ids))
 
 
-def build_report(seq: str, draft: PropagationState | np.ndarray, provider: ReIDProvider, log: RecoveryLog,
+def build_report(seq: str, draft: np.ndarray, provider: ReIDProvider, log: RecoveryLog,
                  object_ids: Sequence[int]) -> dict:
     """The JSON-ready report of one sequence.
 
     Args:
         seq: sequence name.
-        draft: the forward pass alone (see :func:`draft_appearance`); the state after recovery is NOT the draft.
+        draft: (T, H, W) uint8 id maps of the forward pass alone, before re-ID (``SegmentationResult.draft``).
         provider: the prepared provider; candidates are read from its object pass (``set_pass("object")``).
         log: what :func:`~.recovery.recover` accepted.
         object_ids: the ids of object indices 0..N-1.
@@ -49,14 +38,14 @@ def build_report(seq: str, draft: PropagationState | np.ndarray, provider: ReIDP
         "score", "kind"}]}``.
     """
     ids = [int(o) for o in object_ids]
-    appear = draft_appearance(draft, ids).copy()
+    presence = draft_presence(draft, ids)
     for t, i in log.drifted:
-        appear[t, i] = False
+        presence[t, i] = False
     if hasattr(provider, "set_pass"):
         provider.set_pass("object")
     lost, candidates = [], {}
-    for t in range(1, len(appear) - 1):
-        for i in np.flatnonzero(~appear[t]):
+    for t in range(1, len(presence) - 1):
+        for i in np.flatnonzero(~presence[t]):
             lost.append([t, ids[i]])
             rows = np.asarray(provider.candidates(t, int(i)), np.float64).reshape(-1, 5)
             top = rows[np.argsort(-rows[:, 4], kind="stable")[:TOP_CANDIDATES]]
