@@ -20,9 +20,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from vsreid.data.atomic import atomic_write_bytes
+from vsreid.data.davis import frame_files
 from vsreid.data.errors import DataError
 from vsreid.data.labels import VOID, overlay, read_frame, read_labels, write_labels
 from vsreid.data.video import read_video, video_fps, write_video
+from vsreid.engine.api import Segmenter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,8 +45,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _frames(source: Path) -> list[np.ndarray]:
     if source.is_dir():
-        from vsreid.data.davis import frame_files
-
         return [read_frame(p) for p in frame_files(source)]
     if not source.is_file():
         raise DataError(source, "not found (expected a video file or a folder of frames)")
@@ -52,8 +52,6 @@ def _frames(source: Path) -> list[np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vsreid.engine.api import Segmenter
-
     started = time.perf_counter()
     frames = _frames(args.input)
     mask = read_labels(args.mask)

@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from vsreid.data.crops import object_box
+
 NO_ANCHOR = -1000
 
 
@@ -66,8 +68,6 @@ class PropagationState:
 def initial_state(first_labels: np.ndarray, object_ids, num_frames: int, box_enlargement: float = 0.15
                   ) -> PropagationState:
     """State after reading the first frame's id map (H, W) uint8; frame 0 is every object's anchor."""
-    from vsreid.data.crops import object_box
-
     object_ids = np.asarray(object_ids, np.uint8)
     h, w = first_labels.shape
     probs = np.zeros((num_frames, len(object_ids), h, w), np.float16)

@@ -16,6 +16,7 @@ from vsreid.data.errors import DataError
 from vsreid.data.labels import overlay, overlay_strip, write_frame, write_labels
 from vsreid.data.results import ResultsFolder, Status
 from vsreid.data.video import write_video
+from vsreid.metrics.evaluation import evaluate_results, evaluate_sequence, global_table, object_statistics
 
 from .predict import PredictedSequence
 
@@ -87,8 +88,6 @@ class DavisWriter(BasePredictionWriter):
     def summary(self, items, trainer: Trainer) -> str:
         """What the run did: per sequence the frames written, compute seconds and, where every frame has ground
         truth, J&F (the number `vsreid evaluate` prints), then where the masks and the TensorBoard logs are."""
-        from vsreid.metrics.evaluation import evaluate_results
-
         skipped = getattr(trainer.datamodule, "skipped", [])
         lines = [f"vsreid predict: {len(items)} sequence(s) written to {self.output} by {trainer.world_size} "
                  f"process(es)" + (f"; {len(skipped)} already finished there, skipped" if skipped else "")]
@@ -126,8 +125,6 @@ class PredictionMonitor(Callback):
 
     def on_predict_batch_end(self, trainer, pl_module, outputs: PredictedSequence, batch, batch_idx,
                              dataloader_idx=0) -> None:
-        from vsreid.metrics.evaluation import evaluate_sequence, global_table, object_statistics
-
         seq = outputs.item.sequence
         labels = outputs.result.labels
         experiment = getattr(pl_module.logger, "experiment", None) if pl_module.logger else None
