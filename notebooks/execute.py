@@ -17,7 +17,7 @@ def main() -> int:
     for cell in nb.cells:  # outputs only: no run-specific metadata in the committed file
         cell.metadata.pop("execution", None)
     nbformat.write(nb, NOTEBOOK)
-    print(f"executed {NOTEBOOK.name}: {sum(len(c.get('outputs', [])) for c in nb.cells)} outputs")
+    print(f"executed {NOTEBOOK.name}: {sum(len(c.get('outputs') or []) for c in nb.cells)} outputs")
     return 0
 
 

@@ -18,5 +18,5 @@ def test_demo_notebook_runs(tmp_path, monkeypatch):
                    resources={"metadata": {"path": str(REPO / "notebooks")}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
     assert not [o for o in outputs if o.output_type == "error"]
-    assert sum(1 for o in outputs if "image/png" in o.get("data", {})) >= 2
+    assert sum(1 for o in outputs if "image/jpeg" in o.get("data", {})) >= 2
     assert os.listdir(tmp_path)
