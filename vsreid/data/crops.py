@@ -47,6 +47,13 @@ def boxes_from_labels(labels: np.ndarray, object_ids, box_enlargement: float = 0
     return np.array([object_box(labels == i, box_enlargement, ratio) for i in object_ids], np.int64).reshape(-1, 4)
 
 
+def grown_box(box: Box, margin: int, shape: tuple[int, int]) -> Box:
+    """``box`` widened by ``margin`` px on every side, clipped to an (H, W) image."""
+    x1, y1, x2, y2 = box
+    h, w = shape
+    return max(x1 - margin, 0), max(y1 - margin, 0), min(x2 + margin, w), min(y2 + margin, h)
+
+
 def scale_box(box: Box, sx: float, sy: float) -> Box:
     """A box on another resolution (e.g. 480p -> Full-Resolution), rounded like the original: ``int(0.5 + x * s)``."""
     x1, y1, x2, y2 = box

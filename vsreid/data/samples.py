@@ -46,7 +46,7 @@ import cv2
 import numpy as np
 
 from .augment import Augmentation, Augmenter, warp, warp_flow
-from .crops import crop_resize, object_box
+from .crops import crop_resize, grown_box, object_box
 from .davis import DavisRoot
 from .deform import deform_mask
 from .labels import VOID, read_frame, read_labels
@@ -309,11 +309,8 @@ class PropagationSamples(_Sampler):
             prior = deform_mask(mask, rng, erode_share=self.erode_share)
         else:
             # the region widened by the residual blur's reach, so the residual is exact wherever the crop reads
-            x0, y0, x1, y1 = region
-            h, w = pair.labels.shape
-            grid = warp_grid(pair.to_source, pair.from_source, region=(
-                max(x0 - RESIDUAL_REACH, 0), max(y0 - RESIDUAL_REACH, 0), min(x1 + RESIDUAL_REACH, w),
-                min(y1 + RESIDUAL_REACH, h)))
+            grid = warp_grid(pair.to_source, pair.from_source,
+                             region=grown_box(region, RESIDUAL_REACH, pair.labels.shape))
             prior = grid.pull(pair.source_labels) == obj
             residual = photometric_residual(pair.frame, pair.source_frame, grid)
         return self._render(matrix, rng, pair.frame, pair.labels, obj, prior, pair.to_source, residual)

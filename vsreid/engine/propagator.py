@@ -7,7 +7,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import cv2
 import numpy as np
 
-from vsreid.data.crops import boxes_from_labels, crop_resize, scale_box
+from vsreid.data.crops import boxes_from_labels, crop_resize, grown_box, scale_box
 from vsreid.data.warp import RESIDUAL_REACH, photometric_residual, warp_grid
 
 from .boxes import enclosing_iou
@@ -181,9 +181,8 @@ class Propagator:
 
 def _window(boxes: np.ndarray, margin: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """The (x0, y0, x1, y1) window holding every box of ``boxes`` (K, 4), widened by ``margin``, inside (H, W)."""
-    h, w = shape
-    return (max(int(boxes[:, 0].min()) - margin, 0), max(int(boxes[:, 1].min()) - margin, 0),
-            min(int(boxes[:, 2].max()) + margin, w), min(int(boxes[:, 3].max()) + margin, h))
+    enclosing = (int(boxes[:, 0].min()), int(boxes[:, 1].min()), int(boxes[:, 2].max()), int(boxes[:, 3].max()))
+    return grown_box(enclosing, margin, shape)
 
 
 def _boxes(index_map: np.ndarray, num_objects: int, box_enlargement: float) -> np.ndarray:
