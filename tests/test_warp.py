@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from vsreid.data.warp import RESIDUAL_REACH, compose_flows, photometric_residual, warp_backward, warp_grid
+from vsreid.data.warp import RESIDUAL_REACH, compose_flows, photometric_residual, warp_grid
 
 
 def test_translation_moves_values_exactly():
@@ -12,7 +12,7 @@ def test_translation_moves_values_exactly():
     to_src = np.zeros((30, 40, 2), np.float32)
     to_src[..., 0], to_src[..., 1] = -3, 2  # target p comes from source p + (-3, 2) (x, y)
     from_src = -to_src
-    out = warp_backward(src, to_src, from_src)
+    out = warp_grid(to_src, from_src).pull(src)
     assert np.array_equal(out[5:20, 10:30], src[7:22, 7:27])
     assert (out[28:] == 0).all() and (out[:, :3] == 0).all()  # pulled from outside the image
 
@@ -22,8 +22,8 @@ def test_inconsistent_flow_is_rejected_and_threshold_is_configurable():
     to_src = np.zeros((20, 20, 2), np.float32)
     from_src = np.zeros((20, 20, 2), np.float32)
     from_src[:, 10:, 0] = 8.0  # the backward check misses by 8 px on the right half
-    assert warp_backward(labels, to_src, from_src)[:19, :15].all()  # 8 px < 100 px: kept (the loose default)
-    strict = warp_backward(labels, to_src, from_src, max_error=5.0)
+    assert warp_grid(to_src, from_src).pull(labels)[:19, :15].all()  # 8 px < 100 px: kept (the loose default)
+    strict = warp_grid(to_src, from_src, max_error=5.0).pull(labels)
     assert strict[:19, :9].all() and not strict[:, 10:].any()  # the last row and column are never valid
 
 
@@ -33,7 +33,7 @@ def test_averages_the_two_estimates_and_rounds():
     from_src = np.zeros((20, 20, 2), np.float32)
     to_src[..., 0] = 4.0
     from_src[..., 0] = -2.0  # estimates 4 and 2 px: averaged to 3
-    out = warp_backward(src, to_src, from_src)
+    out = warp_grid(to_src, from_src).pull(src)
     assert out[10, 5] == src[10, 8]
 
 
@@ -42,8 +42,8 @@ def test_region_equals_the_full_frame_inside_and_zero_outside():
     values = rng.integers(0, 5, (40, 60)).astype(np.uint8)
     to_src = rng.normal(0, 2, (40, 60, 2)).astype(np.float32)
     from_src = rng.normal(0, 2, (40, 60, 2)).astype(np.float32)
-    full = warp_backward(values, to_src, from_src)
-    part = warp_backward(values, to_src, from_src, region=(5, 10, 50, 30))
+    full = warp_grid(to_src, from_src).pull(values)
+    part = warp_grid(to_src, from_src, region=(5, 10, 50, 30)).pull(values)
     assert np.array_equal(part[10:30, 5:50], full[10:30, 5:50])
     part[10:30, 5:50] = 0
     assert not part.any()

@@ -112,17 +112,6 @@ def warp_grid(flow_to_source: np.ndarray, flow_from_source: np.ndarray, max_erro
     return WarpGrid(maps, (h, w), (x0, y0, x1, y1))
 
 
-def warp_backward(values: np.ndarray, flow_to_source: np.ndarray, flow_from_source: np.ndarray,
-                  max_error: float = DEFAULT_MAX_ERROR, region: tuple[int, int, int, int] | None = None
-                  ) -> np.ndarray:
-    """Pull ``values`` (H, W) or (H, W, C) from the source frame onto the target frame's grid: ``warp_grid(...)
-    .pull(values)`` (arguments as there). Same shape and dtype as ``values``; inconsistent, out-of-image and
-    out-of-region pixels are 0."""
-    if values.shape[:2] != flow_to_source.shape[:2]:
-        raise ValueError(f"flow size {flow_to_source.shape[:2]} differs from the values' {values.shape[:2]}")
-    return warp_grid(flow_to_source, flow_from_source, max_error, region).pull(values)
-
-
 #: Gaussian blur (sigma, px) of the photometric residual: single-pixel noise and aliasing do not count as a failure.
 RESIDUAL_SIGMA = 1.5
 #: How far (px) the blur reads around a pixel: a residual computed over a ``region`` is exact inside the region
