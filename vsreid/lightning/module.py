@@ -131,7 +131,7 @@ class VSReIDModule(LightningModule):
                              "split)")
         self.save_hyperparameters()
         weights = read_weights(init_from) if init_from else None
-        if weights:  # what the weights file records fills the arguments not given, so configs say what differs
+        if weights is not None:  # what the weights file records fills the arguments not given, so configs say what differs
             for key, value in weights.arguments().items():
                 if key in self.hparams and self.hparams[key] is None:
                     self.hparams[key] = value
@@ -140,7 +140,7 @@ class VSReIDModule(LightningModule):
             report = load_backbone_weights(self.net, backbone_weights)
             rank_zero_info(f"{backbone_weights}: {report.loaded} tensors loaded; {len(report.kept)} keep their "
                            "initialisation")
-        if weights:
+        if weights is not None:
             load_network_weights(self.net, weights, config=self.hparams)
         set_bn_frozen(self.net, freeze_bn)
         if not 0.0 <= ema_decay < 1.0:

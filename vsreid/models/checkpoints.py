@@ -120,8 +120,8 @@ BAND_KEYS = ("boundary_band", "residual_band", "residual_threshold")
 
 
 def load_network(path: str | Path | WeightsFile, bands: dict | None = None) -> MP2S:
-    """The MP2S stored in ``path`` (or an already read :class:`WeightsFile`), built from the configuration recorded with it, in eval mode; ``bands`` may set
-    other values of :data:`BAND_KEYS` (no weights depend on them).
+    """The MP2S stored in ``path`` (or an already read :class:`WeightsFile`), built from the configuration recorded
+    with it, in eval mode; ``bands`` may set other values of :data:`BAND_KEYS` (no weights depend on them).
 
     Reads exported weights files (``vsreid export-model``, e.g. ``checkpoints/vsreid_lite0.pt``, which record
     ``network``) and Lightning checkpoints of ``VSReIDModule`` (``hyper_parameters``). Raises ``ValueError`` naming the
