@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vsreid.data.labels import VOID
 from vsreid.data.samples import FirstFrameSamples
 from vsreid.models.losses import segmentation_loss
 from vsreid.models.mp2s import mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
@@ -27,12 +28,25 @@ def first_frame_batches(source: SequenceSource, crop_size: int, steps: int, batc
             yield {key: torch.from_numpy(np.stack([it[key] for it in items])) for key in items[0]}
 
 
+#: What online finetuning trains, mapped to the MP2S parts it keeps as they are: ``all`` of it; ``image``: all but the
+#: flow backbone; ``heads``: the ASPPs, classifiers, prior skip and refiner over both backbones. A kept backbone needs
+#: no backward pass, the largest part of a step's cost.
+FINETUNE_SCOPES = {"all": (), "image": ("flow_backbone",), "heads": ("backbone", "flow_backbone")}
+#: Samples per backward pass: a step's batch is run in parts of this many and their gradients summed (the same step,
+#: as BN is frozen), so the autograd buffers held at once are those of 2 samples (about 0.5 GB each for the whole
+#: Lite network at 321 px) whatever the batch size.
+BACKWARD_SAMPLES = 2
+
+
 def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: float, lovasz_weight: float = 0.0,
-                   seed: int = 0) -> nn.Module:
-    """A copy of MP2S ``net`` trained for ``steps`` AdamW steps (learning rate ``lr``, BN frozen) on ``batches``
-    (dicts of image, flow, prior, target tensors as the samples give them), in eval mode. ``net`` is left as it was;
-    works under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled). Dropout draws from its own
-    random stream seeded with ``seed``, so a sequence gets the same copy whatever ran before it in the process."""
+                   seed: int = 0, scope: str = "all") -> nn.Module:
+    """A copy of MP2S ``net`` trained for ``steps`` AdamW steps (learning rate ``lr``, BN frozen; the parts of
+    :data:`FINETUNE_SCOPES` ``scope``) on ``batches`` (dicts of image, flow, prior, target tensors as the samples give
+    them), in eval mode; each batch runs in parts of :data:`BACKWARD_SAMPLES`. ``net`` is left as it was; works
+    under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled). Dropout draws from its own random
+    stream seeded with ``seed``, so a sequence gets the same copy whatever ran before it in the process."""
+    if scope not in FINETUNE_SCOPES:
+        raise ValueError(f"finetune scope {scope!r}: expected one of {tuple(FINETUNE_SCOPES)}")
     device = next(net.parameters()).device
     devices = [device] if device.type == "cuda" else []
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=devices):
@@ -40,13 +54,20 @@ def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: floa
         tuned = copy.deepcopy(net)
         set_bn_frozen(tuned, True)  # MP2S remembers it: train() below keeps BN in eval mode
         tuned.train()
-        opt = torch.optim.AdamW(mp2s_param_groups(tuned, lr, 0.0), lr=lr)
+        for name in FINETUNE_SCOPES[scope]:
+            getattr(tuned, name).requires_grad_(False)
+        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]}
+                  for g in mp2s_param_groups(tuned, lr, 0.0)]
+        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
         for _, batch in zip(range(steps), batches):
             batch = {k: torch.as_tensor(np.asarray(v)).clone().to(device) for k, v in batch.items()}
-            logits = tuned(rgb_to_mp2s(batch["image"]), batch["flow"], batch["prior"], batch.get("residual"))
-            loss = segmentation_loss(logits, batch["target"], lovasz_weight)
+            of_batch = (max(1, int((batch["target"] != VOID).sum())), len(batch["target"]))
             opt.zero_grad()
-            loss.backward()
+            for start in range(0, len(batch["target"]), BACKWARD_SAMPLES):
+                part = {k: v[start:start + BACKWARD_SAMPLES] for k, v in batch.items()}
+                logits = tuned(rgb_to_mp2s(part["image"]), part["flow"], part["prior"], part.get("residual"))
+                segmentation_loss(logits, part["target"], lovasz_weight, of_batch).backward()
+                del logits
             opt.step()
         opt.zero_grad(set_to_none=True)  # nothing of training outlives it: gradients and optimizer state freed
         del opt

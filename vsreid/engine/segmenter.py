@@ -13,7 +13,9 @@ import numpy as np
 from torch import nn
 from tqdm.auto import tqdm
 
-from .finetune import finetuned_copy, first_frame_batches
+from vsreid.models.inference_graph import inference_graph
+
+from .finetune import FINETUNE_SCOPES, finetuned_copy, first_frame_batches
 from .predictor import PatchPredictor
 from .propagator import PropagationConfig, Propagator
 from .reid.provider import ReIDProvider
@@ -28,7 +30,8 @@ class SegmentSettings:
     """How one sequence is segmented. ``propagation``: crops, boxes, lost objects, refinement passes;
     ``flip``: average with the mirrored pass; ``batch_size``: crops per network pass; ``finetune_steps`` (0 = off),
     ``finetune_lr``, ``finetune_crop_size`` (None = the propagation crop size), ``finetune_batch_size``,
-    ``lovasz_weight``: online finetuning on the first frame; ``recovery``: the re-ID rules (used when a provider is
+    ``finetune_scope`` (see :data:`vsreid.engine.finetune.FINETUNE_SCOPES`), ``lovasz_weight``: online finetuning on
+    the first frame; ``recovery``: the re-ID rules (used when a provider is
     given). The defaults are the paper's where it has one."""
 
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
@@ -38,8 +41,13 @@ class SegmentSettings:
     finetune_lr: float = 1e-4
     finetune_crop_size: int | None = None
     finetune_batch_size: int = 4
+    finetune_scope: str = "all"
     lovasz_weight: float = 0.0
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
+
+    def __post_init__(self):
+        if self.finetune_scope not in FINETUNE_SCOPES:
+            raise ValueError(f"finetune_scope {self.finetune_scope!r}: expected one of {tuple(FINETUNE_SCOPES)}")
 
 
 def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
@@ -58,7 +66,9 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
                                       "reid_max_rounds": "max_rounds"}))
     return SegmentSettings(propagation, recovery=recovery, **pick({
         "flip": "flip", "predict_batch_size": "batch_size", "finetune_steps": "finetune_steps",
-        "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size", "lovasz_weight": "lovasz_weight"}))
+        "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size",
+        "finetune_batch_size": "finetune_batch_size", "finetune_scope": "finetune_scope",
+        "lovasz_weight": "lovasz_weight"}))
 
 
 @dataclass
@@ -95,7 +105,9 @@ def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndar
         if progress:
             batches = tqdm(batches, total=settings.finetune_steps, desc=f"{source.seq}: finetune", unit="step",
                            leave=False, position=position)
-        net = finetuned_copy(net, batches, settings.finetune_steps, settings.finetune_lr, settings.lovasz_weight)
+        net = finetuned_copy(net, batches, settings.finetune_steps, settings.finetune_lr, settings.lovasz_weight,
+                             scope=settings.finetune_scope)
+    net = inference_graph(net)
     propagator = Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size),
                             settings.propagation)
     state = propagator.start(source, first_labels, object_ids)

@@ -69,6 +69,8 @@ class VSReIDModule(LightningModule):
         finetune_steps: online finetuning steps on each sequence's first frame inside predict (0 = off).
         finetune_lr: learning rate of online finetuning.
         finetune_crop_size: crop side of the online finetuning samples.
+        finetune_batch_size: samples per online finetuning step.
+        finetune_scope: what online finetuning trains: ``all`` of the network or its ``heads`` over fixed backbones.
         reid: apply re-ID recovery after the forward pass (``--reid false`` switches it off).
         reid_provider: ``appearance`` (embedded, nothing precomputed) or ``original`` (the original's pickles).
         reid_split: the split the original pickles were made for (their frame counter runs over it).
@@ -114,6 +116,8 @@ class VSReIDModule(LightningModule):
         finetune_steps: int | None = None,
         finetune_lr: float | None = None,
         finetune_crop_size: int | None = None,
+        finetune_batch_size: int | None = None,
+        finetune_scope: str | None = None,
         reid: bool = True,
         reid_provider: str = "appearance",
         reid_split: str | None = None,

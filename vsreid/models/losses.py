@@ -44,14 +44,22 @@ def lovasz_iou_loss(fg: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.stack(losses).mean()
 
 
-def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, lovasz_weight: float = 0.0) -> torch.Tensor:
+def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, lovasz_weight: float = 0.0,
+                      of_batch: tuple[int, int] | None = None) -> torch.Tensor:
     """Cross-entropy (+ ``lovasz_weight`` x the Lovász IoU loss) of logits (N, 2, S, S) for targets (N, S, S) of
-    0 / 1 / ``VOID`` (255, left out); 0 with a gradient when every pixel is void."""
+    0 / 1 / ``VOID`` (255, left out); 0 with a gradient when every pixel is void. ``of_batch``: (non-void pixels,
+    crops) of a whole batch these crops are a part of (gradient accumulation): the parts' losses then sum to the
+    whole batch's."""
     target = target.long()
     if (target == VOID).all():
         return logits.sum() * 0.0
-    loss = F.cross_entropy(logits, target, ignore_index=VOID)
+    if of_batch is None:
+        loss = F.cross_entropy(logits, target, ignore_index=VOID)
+        share = 1.0
+    else:
+        loss = F.cross_entropy(logits, target, ignore_index=VOID, reduction="sum") / of_batch[0]
+        share = len(target) / of_batch[1]
     if lovasz_weight:
         fg = torch.softmax(logits.float(), 1)[:, 1]
-        loss = loss + lovasz_weight * lovasz_iou_loss(fg, target)
+        loss = loss + lovasz_weight * share * lovasz_iou_loss(fg, target)
     return loss

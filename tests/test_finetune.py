@@ -1,0 +1,68 @@
+"""Online finetuning: the parts it trains, gradient accumulation equal to the whole batch, the loss split in parts."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vsreid.data.labels import VOID
+from vsreid.engine import finetune
+from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy
+from vsreid.models import MP2S
+from vsreid.models.losses import segmentation_loss
+
+SIZE = 65
+
+
+def _net(dropout: float = 0.0) -> MP2S:
+    torch.manual_seed(0)
+    return MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,
+                refine_channels=8, refine_residual=True, dropout=dropout).eval()
+
+
+def _batch(n: int = 4, seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    prior = (torch.rand(n, 1, SIZE, SIZE, generator=g) > 0.5).float()
+    target = (torch.rand(n, SIZE, SIZE, generator=g) > 0.4).long()
+    target[0, :20] = VOID  # parts with different void counts
+    return {"image": torch.rand(n, 3, SIZE, SIZE, generator=g), "flow": torch.randn(n, 2, SIZE, SIZE, generator=g),
+            "prior": prior, "residual": torch.rand(n, 1, SIZE, SIZE, generator=g) * 40, "target": target}
+
+
+def _changed(before: torch.nn.Module, after: torch.nn.Module, part: str) -> bool:
+    return any(not torch.equal(a, b) for a, b in zip(getattr(before, part).parameters(),
+                                                     getattr(after, part).parameters()))
+
+
+@pytest.mark.parametrize("scope", list(FINETUNE_SCOPES))
+def test_finetuning_trains_its_scope_only_and_leaves_the_network_alone(scope):
+    net = _net()
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    tuned = finetuned_copy(net, [_batch()] * 3, 3, 1e-3, scope=scope)
+    for part in ("backbone", "flow_backbone", "aspp", "flow_aspp", "refiner"):
+        assert _changed(net, tuned, part) == (part not in FINETUNE_SCOPES[scope]), part
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    assert not tuned.training and not any(p.requires_grad for p in tuned.parameters())
+
+
+def test_unknown_scope_is_refused():
+    with pytest.raises(ValueError, match="finetune scope 'backbone'"):
+        finetuned_copy(_net(), [_batch()], 1, 1e-3, scope="backbone")
+
+
+def test_batch_in_parts_is_the_same_step_as_the_whole_batch(monkeypatch):
+    net, batches = _net(), [_batch(seed=s) for s in range(2)]
+    monkeypatch.setattr(finetune, "BACKWARD_SAMPLES", 4)
+    whole = finetuned_copy(net, batches, 2, 1e-3, lovasz_weight=0.5)
+    monkeypatch.setattr(finetune, "BACKWARD_SAMPLES", 1)
+    parts = finetuned_copy(net, batches, 2, 1e-3, lovasz_weight=0.5)
+    for (name, a), b in zip(whole.named_parameters(), parts.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
+
+
+def test_loss_parts_sum_to_the_whole_batch_loss():
+    torch.manual_seed(0)
+    logits, target = torch.randn(4, 2, SIZE, SIZE), _batch()["target"]
+    whole = segmentation_loss(logits, target, lovasz_weight=0.5)
+    of_batch = (int((target != VOID).sum()), 4)
+    parts = sum(segmentation_loss(logits[i:i + 1], target[i:i + 1], 0.5, of_batch) for i in range(4))
+    torch.testing.assert_close(parts, whole)
