@@ -21,6 +21,7 @@ from vsreid.models import (
     set_bn_frozen,
 )
 from vsreid.models.box import box_mean, pooled_box_mean, running_box_mean
+from vsreid.models.inference_graph import inference_graph
 
 SHARED = Path(os.environ.get("VSREID_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 KEYS_JSON = SHARED / "reference" / "mp2s_state_dict_keys.json"
@@ -433,3 +434,39 @@ def test_backbone_weights_refuse_the_wrong_file(tmp_path):
     torch.save(_resnet18_state(deep_stem=True), resnet18)
     with pytest.raises(DataError, match=f"^{resnet18}: only .* layer tensors of backbone fit"):
         load_backbone_weights(MP2S(backbone="resnet34"), resnet18)
+
+
+def _randomise_bn(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.normal_(0, 0.1)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.normal_(0, 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("config", [
+    dict(backbone="resnet18"),
+    dict(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True, refine_channels=8,
+         refine_residual=True, boundary_band=5, residual_band=12, guided_radius=5),
+])
+def test_inference_graph_folds_batchnorm_with_identical_outputs(config):
+    """Every BN fed by a conv is folded into it (only the stems' BN, fed by the image+prior sum, stay), the outputs
+    equal the eager network's within 1e-4, and the network given is left as it was."""
+    torch.manual_seed(0)
+    model = _randomise_bn(MP2S(**config))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    graph = inference_graph(model)
+    bns = [name for name, m in graph.named_modules() if isinstance(m, nn.BatchNorm2d)]
+    stem_bn = "_bn0" if config["backbone"].startswith("efficientnet") else "bn1_1"
+    assert bns == [f"backbone.{stem_bn}", f"flow_backbone.{stem_bn}"]
+    image, flow, _ = _inputs(2, 97)
+    prior = (torch.rand(2, 1, 97, 97) > 0.5).float()
+    residual = torch.rand(2, 1, 97, 97) * 40
+    with torch.no_grad():
+        eager = torch.softmax(model(image, flow, prior, residual), 1)
+        folded = torch.softmax(graph(image, flow, prior, residual), 1)
+    torch.testing.assert_close(folded, eager, rtol=0, atol=1e-4)
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+    assert not any(p.requires_grad for p in graph.parameters())

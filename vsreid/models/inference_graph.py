@@ -1,0 +1,82 @@
+"""The network as inference runs it: a copy with every BatchNorm that directly follows a convolution folded into it.
+
+In eval mode ``BN(conv(x)) = conv'(x)`` with ``w' = w * g / sqrt(v + eps)`` (per output channel) and
+``b' = (b - m) * g / sqrt(v + eps) + beta``. The pairs are found by running the network once and recording which
+BN layers receive, unchanged, the output tensor of a conv; a BN fed by anything else (a sum, a concatenation) stays.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from .mp2s import MP2S
+
+
+def inference_graph(net: nn.Module) -> nn.Module:
+    """What prediction runs for ``net``: for an MP2S, a :func:`folded_copy` (same outputs within float32 rounding,
+    measured faster by ``bench/bench_speed.py``); any other module as it is."""
+    if not isinstance(net, MP2S):
+        return net
+
+    def run(m: nn.Module) -> None:
+        device, size = next(m.parameters()).device, (1, 1, 65, 65)
+        residual = torch.zeros(size, device=device) if m.uses_residual else None
+        m(torch.zeros((1, 3) + size[2:], device=device), torch.zeros((1, 2) + size[2:], device=device),
+          torch.zeros(size, device=device), residual)
+
+    return folded_copy(net, run)
+
+
+def folded_copy(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Module:
+    """A copy of ``net`` in eval mode, without gradients, whose conv->BN pairs are folded (the BN replaced by
+    ``nn.Identity``). ``run(module)`` calls the module on the kinds of input inference gives it (a small size will
+    do), so that the pairs can be observed. ``net`` is unchanged. Folding assumes that a conv's output feeds only its
+    BN, as in every conv-BN block of MP2S."""
+    folded = copy.deepcopy(net).eval().requires_grad_(False)
+    for parent, name, conv, bn in _conv_bn_pairs(folded, run):
+        _fold_into(conv, bn)
+        setattr(parent, name, nn.Identity())
+    return folded
+
+
+def _conv_bn_pairs(net: nn.Module, run: Callable[[nn.Module], object]):
+    """(parent of the BN, its attribute name, conv, bn) for every BN whose input was a conv's output in one run."""
+    produced: dict[int, tuple[nn.Conv2d, torch.Tensor]] = {}  # the outputs are kept: no id is reused meanwhile
+    fed: dict[nn.BatchNorm2d, nn.Conv2d | None] = {}
+
+    def after_conv(module, inputs, output):
+        produced[id(output)] = (module, output)
+
+    def before_bn(module, inputs):
+        conv, _ = produced.get(id(inputs[0]), (None, None))
+        if conv is not None and fed.get(module, conv) is conv:
+            fed[module] = conv
+        else:  # fed by something else at least once: leave it
+            fed[module] = None
+
+    hooks = []
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            hooks.append(m.register_forward_hook(after_conv))
+        elif isinstance(m, nn.BatchNorm2d):
+            hooks.append(m.register_forward_pre_hook(before_bn))
+    try:
+        with torch.no_grad():
+            run(net)
+    finally:
+        for h in hooks:
+            h.remove()
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.BatchNorm2d) and fed.get(child) is not None:
+                yield parent, name, fed[child], child
+
+
+def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+    conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)
