@@ -66,3 +66,10 @@ def test_loss_parts_sum_to_the_whole_batch_loss():
     of_batch = (int((target != VOID).sum()), 4)
     parts = sum(segmentation_loss(logits[i:i + 1], target[i:i + 1], 0.5, of_batch) for i in range(4))
     torch.testing.assert_close(parts, whole)
+
+
+def test_predict_module_refuses_an_unknown_scope_when_built():
+    from vsreid.lightning.module import VSReIDModule
+
+    with pytest.raises(ValueError, match="finetune_scope 'everything'"):
+        VSReIDModule(backbone="resnet18", finetune_scope="everything")

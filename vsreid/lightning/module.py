@@ -153,6 +153,7 @@ class VSReIDModule(LightningModule):
         self._val_iou: list[float] = []
         self._val_baseline: list[float] = []
         self._original_reid: dict[str, OriginalSearchResults] = {}
+        self.segment_settings()  # a wrong predict setting fails here, not after a first sequence
 
     # ------------------------------------------------------------------ network
     def forward(self, image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor,
