@@ -418,6 +418,56 @@ def test_evaluate_reid_counts(tmp_path, capsys):
     assert code == 2 and "seqa/reid.json" in err and len(err.strip().splitlines()) == 1
 
 
+def test_evaluate_reid_breakdown(tmp_path):
+    """Where re-ID fails, from a hand-made draft, final result and report of seqb (GT: object 1 absent in 3-5, at
+    OBJ1_AFTER from 6; object 2 at OBJ2 throughout)."""
+    from vsreid.data.labels import write_labels
+
+    root = _tiny_root(tmp_path / "root")
+    results = tmp_path / "out"
+    background = (0, 50, 10, 60)
+    for t in range(LENGTHS["seqb"]):
+        draft, final = _labels("seqb", t), _labels("seqb", t)
+        draft[draft == 1] = 0
+        if t in (1, 2):
+            _fill(draft, OBJ1_BEFORE, 1)
+        elif t in (4, 6):
+            _fill(draft, background, 1)  # drifted onto the background (t=4: the object is truly absent)
+        elif t == 5:
+            _fill(draft, OBJ2, 1)  # drifted onto object 2, which the draft then misses
+        if t == 6:
+            final[final == 1] = 0
+            _fill(final, (60, 20, 80, 30), 1)  # re-initialised on half the object: mask IoU 0.5
+        write_labels(results / "draft" / "seqb" / f"{t:05d}.png", draft)
+        write_labels(results / "seqb" / f"{t:05d}.png", final)
+    report = {
+        "sequence": "seqb", "object_ids": [1, 2], "score_threshold": 0.5,
+        "lost": [[3, 1], [4, 1], [5, 2], [6, 1], [2, 2]],  # (5, 1) on object 2 not caught; (2, 2) was fine
+        "candidates": {"6:1": [[0, 0, 10, 10, 0.9], [61, 21, 81, 41, 0.4]],  # right one, not on top
+                       "5:2": [[40, 45, 55, 60, 0.45]],  # right and on top, below the threshold
+                       "2:2": [[40, 45, 55, 60, 0.8]]},  # right, on top, above
+        "recoveries": [{"frame": 6, "object_id": 1, "box": list(OBJ1_AFTER), "score": 0.9, "kind": "object"},
+                       {"frame": 5, "object_id": 1, "box": list(OBJ2), "score": 0.7, "kind": "object"},
+                       # inside object 2 but too small: wrong by box IoU (0.16), right by its centre
+                       {"frame": 7, "object_id": 2, "box": [44, 50, 51, 55], "score": 0.6, "kind": "object"}],
+    }
+    (results / "seqb" / "reid.json").write_text(json.dumps(report))
+    assert cli_main(["evaluate-reid", "--davis-root", str(root.root), "--results", str(results)]) == 0
+    row = next(csv.DictReader((results / "reid_results.csv").open()))
+    counts = {k: int(row[k]) for k in ("off", "off_empty", "off_bg", "off_obj", "false_lost", "lost", "lost_in_gt",
+                                        "recalled", "correctly_lost", "recoveries", "correct", "wrong_on_obj")}
+    assert counts == {"off": 5, "off_empty": 2, "off_bg": 2, "off_obj": 1, "false_lost": 1, "lost": 5,
+                      "lost_in_gt": 3, "recalled": 3, "correctly_lost": 2, "recoveries": 3, "correct": 1,
+                      "wrong_on_obj": 1}
+    ratios = {k: float(row[k]) for k in ("lost_detected", "drift_caught", "recall", "recall_top1", "recall_accept",
+                                         "recall_centre", "precision", "precision_centre", "reinit_iou",
+                                         "reinit_iou_correct")}
+    assert ratios == pytest.approx({"lost_detected": 0.8, "drift_caught": 2 / 3, "recall": 1.0, "recall_top1": 2 / 3,
+                                    "recall_accept": 1 / 3, "recall_centre": 1.0, "precision": 1 / 3,
+                                    "precision_centre": 2 / 3, "reinit_iou": 0.5, "reinit_iou_correct": 0.5},
+                                   abs=1e-4)
+
+
 def test_appearance_reid_judges_drift(synthetic):
     """Ground-truth boxes of well visible objects are never drifted; background boxes of their size always are."""
     root, seq = synthetic

@@ -8,8 +8,8 @@ import pytest
 
 from vsreid.cli import main
 from vsreid.data import DavisRoot
-from vsreid.data.composite import composite_sequence
-from vsreid.data.synthetic import EVENTS, generate_sequence, min_frames, read_meta, write_sequence
+from vsreid.data.composite import composite_sequence, random_composite, source_part
+from vsreid.data.synthetic import ALL_EVENTS, EVENTS, generate_sequence, min_frames, read_meta, write_sequence
 from vsreid.data.synthetic_roots import write_synthetic_root
 
 SIZE = (96, 176)
@@ -49,8 +49,18 @@ def _check_events(labels: np.ndarray, meta: dict, events) -> None:
             before, after = labels[s - 1] == i, labels[e] == i
             if name == "occlusion":  # vanished and came back inside the frame
                 assert not _touches_border(before) and not _touches_border(after)
+            elif meta["mode"] == "composite":  # out of view throughout (a detached part of a real mask, e.g. a
+                assert not any(meta["objects"][i - 1]["in_frame_area"][s:e])  # racket, may show without a border)
             else:  # left and came back across the border
                 assert _touches_border(before) and _touches_border(after)
+    if "reappear" in found:  # vanished inside the frame, back inside it far away
+        i, (s, e) = found["reappear"]["object"], found["reappear"]["absent"]
+        a = area[i]
+        assert e - s >= k and not a[s:e].any() and a[s - 1] > 0 and a[e] > 0
+        before, after = labels[s - 1] == i, labels[e] == i
+        assert not _touches_border(before) and not _touches_border(after)
+        (y0, x0), (y1, x1) = np.argwhere(before).mean(axis=0), np.argwhere(after).mean(axis=0)
+        assert np.hypot(x1 - x0, y1 - y0) >= 0.4 * labels.shape[2]
     if "overlap" in found:
         front, back = found["overlap"]["front"], found["overlap"]["back"]
         for t in found["overlap"]["frames"]:
@@ -172,3 +182,72 @@ def test_cli_composite(davis_train, tmp_path, capsys):
     assert main(args) == 0
     assert "composite-2: 34 frames 176x96, 2 objects" in capsys.readouterr().out
     assert DavisRoot(tmp_path).validate("composite-2", require_all_annotations=True).object_ids == (1, 2)
+
+
+@pytest.mark.parametrize("num_objects", [3, 4])
+def test_reappear_event_over_seeds(num_objects):
+    """The optional event: the last object vanishes in the frame and reappears far away, on top of all the others."""
+    for seed in range(3):
+        seq = generate_sequence("r", seed, size=SIZE, num_frames=T + 5 * seed, num_objects=num_objects,
+                                events=ALL_EVENTS, min_absence=K)
+        assert seq.meta["events"]["reappear"]["object"] == num_objects
+        _check_events(seq.labels, seq.meta, ALL_EVENTS)
+    with pytest.raises(ValueError, match="3 or 4"):
+        generate_sequence("r", 0, size=SIZE, num_frames=T, num_objects=2, events=ALL_EVENTS, min_absence=K)
+
+
+def test_default_events_leave_sequences_unchanged():
+    """Asking for the optional event changes nothing when it is not asked for: the default frames stay the same."""
+    plain = generate_sequence("s", 5, size=SIZE, num_frames=T, min_absence=K)
+    again = generate_sequence("s", 5, size=SIZE, num_frames=T, events=EVENTS, min_absence=K)
+    assert np.array_equal(plain.frames, again.frames) and "reappear" not in plain.meta["events"]
+
+
+@pytest.fixture(scope="module")
+def train_split_root(davis_train, tmp_path_factory) -> Path:
+    """The real train subset behind a split file ``train`` that lists all but one of its sequences."""
+    path = tmp_path_factory.mktemp("split")
+    for folder in ("JPEGImages", "Annotations"):
+        (path / folder).symlink_to(Path(davis_train) / folder)
+    names = DavisRoot(davis_train).sequences()
+    (path / "ImageSets/2017").mkdir(parents=True)
+    (path / "ImageSets/2017/train.txt").write_text("".join(f"{n}\n" for n in names[:-1]))
+    return path
+
+
+def test_composite_sources_from_one_part_of_one_split(train_split_root):
+    """Objects and background come only from the requested split and part; the two parts are disjoint."""
+    listed = DavisRoot(train_split_root).sequences("train")
+    tune, report = source_part(listed, "tune"), source_part(listed, "report")
+    assert not set(tune) & set(report) and sorted(tune + report) == sorted(listed)
+    used = {"tune": set(), "report": set()}
+    for part in used:
+        for seed in range(3):
+            seq = random_composite(f"c{seed}", train_split_root, seed, num_objects=3, source_split="train", part=part,
+                                   size=SIZE, num_frames=T, min_absence=K, events=ALL_EVENTS)
+            src = seq.meta["sources"]
+            used[part] |= {o["sequence"] for o in src["objects"]} | {src["background"]["sequence"]}
+            assert (src["split"], src["part"]) == ("train", part)
+            _check_events(seq.labels, seq.meta, ALL_EVENTS)
+    assert used["tune"] <= set(tune) and used["report"] <= set(report)
+    with pytest.raises(ValueError, match="part"):
+        source_part(listed, "test")
+
+
+def test_cli_composite_ranges_split_and_part(train_split_root, tmp_path, capsys):
+    args = ["synth", "--out", str(tmp_path), "--sequences", "2", "--seed", "7", "--frames", f"{T}-{T + 6}",
+            "--height", "96", "--width", "176", "--objects", "3-4", "--min-absence", str(K),
+            "--events", ",".join(ALL_EVENTS), "--composite-from", str(train_split_root), "--composite-split", "train",
+            "--composite-part", "report"]
+    assert main(args) == 0
+    assert "reappear obj" in capsys.readouterr().out
+    report = set(source_part(DavisRoot(train_split_root).sequences("train"), "report"))
+    for name in ("composite-7", "composite-8"):
+        meta = read_meta(tmp_path, name)
+        assert T <= meta["num_frames"] <= T + 6 and len(meta["objects"]) in (3, 4)
+        assert {o["sequence"] for o in meta["sources"]["objects"]} <= report
+        _check_events(DavisRoot(tmp_path).read_annotations(name), meta, ALL_EVENTS)
+    assert main(["synth", "--out", str(tmp_path), "--objects", "2", "--events", "reappear"]) == 2
+    assert "3 or 4" in capsys.readouterr().err
+    assert main(["synth", "--out", str(tmp_path), "--composite-part", "tune"]) == 2
+    assert "need --composite-from" in capsys.readouterr().err

@@ -5,6 +5,9 @@ in turn (back and forth when the source is shorter), so it keeps its own articul
 replaced by the planned trajectory (anchored at the mask centroid). The pole is synthetic; the look-alike of object 1
 is the same source object at another time, mirrored. The background sequence's own object stays in it, unlabelled.
 Real masks are not convex, so ``overlap`` is recorded when it happens but not guaranteed; the other events are.
+
+``random_composite`` can draw its sources from one split of the source root only, and from one of two disjoint parts
+of it (:func:`source_part`), so that re-ID can be tuned on composites of one part and reported on the other.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from .labels import VOID, read_frame
 from .synthetic import EVENTS, Sprite, SyntheticSequence, assemble, canonical_radius, check_args
 
 Source = str | tuple[str, int]
+PARTS = ("tune", "report")
 RADIUS_RANGE = (0.15, 0.19)  # real masks fill less of their bounding circle than the synthetic shapes
 
 
@@ -52,18 +56,32 @@ def composite_sequence(name: str, source_root: str | os.PathLike, object_sources
                     required=[e for e in events if e != "overlap"], extra_meta=meta, radius_range=RADIUS_RANGE)
 
 
+def source_part(names: Sequence[str], part: str) -> list[str]:
+    """The sequences of ``part`` ("tune" or "report"): ``names`` in sorted order, alternately to tune and to report,
+    so the two parts are disjoint and differ in size by at most one."""
+    if part not in PARTS:
+        raise ValueError(f"part {part!r}: choose from {', '.join(PARTS)}")
+    return sorted(set(names))[PARTS.index(part)::2]
+
+
 def random_composite(name: str, source_root: str | os.PathLike, seed: int, num_objects: int = 3,
-                     **kw) -> SyntheticSequence:
-    """A composite whose object and background sequences (all different) and start frames are drawn from ``seed``."""
+                     source_split: str | None = None, part: str | None = None, **kw) -> SyntheticSequence:
+    """A composite whose object and background sequences (all different) and start frames are drawn from ``seed``,
+    among the sequences of ``source_split`` of ``source_root`` (default: all of them), and of those only the
+    ``part`` (see :func:`source_part`) when given."""
     root = DavisRoot(source_root)
-    names = root.sequences()
+    names = root.sequences(source_split)
+    if part is not None:
+        names = source_part(names, part)
     if len(names) < num_objects + 1:
         raise DataError(root.frames_dir, f"{len(names)} sequences; a composite of {num_objects} objects needs "
                                          f"{num_objects + 1} (objects and a background)")
     rng = np.random.default_rng(seed)
     chosen = [names[i] for i in rng.permutation(len(names))[:num_objects + 1]]
     sources = [(s, int(rng.integers(len(root.frame_paths(s))))) for s in chosen[:num_objects]]
-    return composite_sequence(name, root.root, sources, chosen[-1], seed=seed, **kw)
+    seq = composite_sequence(name, root.root, sources, chosen[-1], seed=seed, **kw)
+    seq.meta["sources"].update(split=source_split, part=part)
+    return seq
 
 
 def _pingpong(n: int, start: int, length: int) -> np.ndarray:

@@ -11,6 +11,11 @@ K = ``min_absence``, the schedule puts these events in every sequence (each can 
 - ``scale``: that same object grows or shrinks from 0.8x to 1.3x (area ratio >= 2);
 - ``distractor``: the look-alike walks in while object 1 is hidden and stays a few frames after it reappears.
 
+One more event is optional (not in the default ``EVENTS``; request it through ``events``, 3-4 objects):
+
+- ``reappear``: the last object vanishes where it is, as if fully occluded by something unseen, while object 2 is out
+  of view (>= K frames), and reappears on the other side of the pole, at least 0.4 W from where it vanished.
+
 Events are measured on the rendered ground truth, not taken from the plan, and a sequence missing one is an error.
 Written layout (:func:`write_sequence`)::
 
@@ -37,6 +42,9 @@ from .atomic import atomic_write_bytes
 from .labels import write_frame, write_labels
 
 EVENTS = ("occlusion", "exit", "overlap", "scale", "distractor")
+OPTIONAL_EVENTS = ("reappear",)
+ALL_EVENTS = EVENTS + OPTIONAL_EVENTS
+REAPPEAR_DISTANCE = 0.4  # a reappearance is at least this fraction of the frame width from where the object vanished
 SHAPES = ("ellipse", "blob", "polygon")
 PATTERNS = ("stripes", "spots", "rings", "checker", "camo")
 JPEG_QUALITY = 92
@@ -72,12 +80,13 @@ class Sprite:
 @dataclass
 class Track:
     """Pose per frame, each (T,) float64: anchor ``x``, ``y`` (px), ``radius`` (px, the sprite radius scaled to it),
-    ``angle`` (degrees, counter-clockwise)."""
+    ``angle`` (degrees, counter-clockwise); ``hidden`` (T,) bool: frames where the layer is not drawn (None: none)."""
 
     x: np.ndarray
     y: np.ndarray
     radius: np.ndarray
     angle: np.ndarray
+    hidden: np.ndarray | None = None
 
 
 @dataclass
@@ -195,6 +204,8 @@ def assemble(name: str, seed: int, mode: str, rng: np.random.Generator, size: tu
                                 "absences": _absences(obj["area"], obj["in_frame_area"])})
     if look_alike is not None:
         meta["distractors"].append({"look_alike_of": 1, **stats["distractor"]})
+    for o in meta["objects"]:
+        _measure_moves(o["absences"], labels == o["id"])
     meta["events"] = _find_events(meta, min_absence)
     missing = [e for e in required if e not in meta["events"]]
     if {"occlusion", "distractor"} <= set(required) - set(missing) and not meta["events"]["distractor"]["while_absent"]:
@@ -208,11 +219,13 @@ def assemble(name: str, seed: int, mode: str, rng: np.random.Generator, size: tu
 def check_args(size: tuple[int, int], num_frames: int, num_objects: int, events: Sequence[str],
                min_absence: int) -> None:
     """Raise ValueError when the scene cannot hold these settings."""
-    unknown = sorted(set(events) - set(EVENTS))
+    unknown = sorted(set(events) - set(ALL_EVENTS))
     if unknown:
-        raise ValueError(f"unknown events {unknown}; choose from {list(EVENTS)}")
+        raise ValueError(f"unknown events {unknown}; choose from {list(ALL_EVENTS)}")
     if not 2 <= num_objects <= 4:
         raise ValueError(f"num_objects={num_objects}: the scene holds 2 to 4 objects")
+    if "reappear" in events and num_objects < 3:
+        raise ValueError(f"num_objects={num_objects}: the reappear event needs 3 or 4 objects")
     if min_absence < 1 or num_frames < min_frames(min_absence):
         raise ValueError(f"num_frames={num_frames} with min_absence={min_absence}: need min_absence >= 1 and at least "
                          f"{min_frames(max(min_absence, 1))} frames")
@@ -346,10 +359,17 @@ def _plan(rng: np.random.Generator, size: tuple[int, int], T: int, events: Seque
         y_ov, away = tracks[0].y[t_ov] + (d if p >= 2 else -d), (1 if p >= 2 else -1) * rng.uniform(0, 0.04) * h
         fx[p] = fx[p] + [[(t_ov, x_ov), (T - 1, x_ov)]]
         fy[p] = fy[p] + [[(t_ov, y_ov), (T - 1, y_ov + away)]]
+    v, hidden = n - 1, None
+    if "reappear" in events:  # the last object vanishes on [out0, out1] far on one side, reappears far on the other
+        x_gone, x_back = pick(-sides[v], rmax[v], 0.6, 1.0), pick(sides[v], rmax[v], 0.6, 1.0)
+        fx[v] = fx[v] + [[(out0 - 2, x_gone), (out0, x_gone), (out1, x_back), (out1 + 2, x_back)]]
+        hidden = (frames >= out0) & (frames <= out1)
+        roles[v].append("reappear")
     for i in range(1, n):
-        xs = _merge([(t, pick(sides[i], rmax[i], 0.0, 1.0)) for t in base_t], *fx[i])
+        s_i = [(-sides[i] if hidden is not None and i == v and t < out0 else sides[i]) for t in base_t]
+        xs = _merge([(t, pick(s, rmax[i], 0.0, 1.0)) for t, s in zip(base_t, s_i)], *fx[i])
         ys = _merge(lane(lane_y[i]), *fy[i])
-        tracks[i] = Track(_pchip(xs, T), _pchip(ys, T), radius[i], spin(i))
+        tracks[i] = Track(_pchip(xs, T), _pchip(ys, T), radius[i], spin(i), hidden if i == v else None)
 
     # depth: random, but in the overlap the larger object is behind
     depth = [int(i) for i in rng.permutation(n)]
@@ -414,9 +434,11 @@ def _render(layers: list[Layer], background: Callable[[int], np.ndarray], size: 
         img = background(t).astype(np.float32, copy=True)
         owner = np.zeros((h, w), np.int16)  # 0 = background, li + 1 = layer li
         sils = {}
+        in_frame = {}
         for li, ly in enumerate(layers):
             placed = _place(ly, t, size)
-            if placed is None:
+            if placed is None or (ly.track.hidden is not None and ly.track.hidden[t]):
+                in_frame[li] = int((placed[2][..., 3] >= 0.5).sum()) if placed is not None else 0
                 sils[li] = None
                 continue
             ys, xs, patch = placed
@@ -430,7 +452,7 @@ def _render(layers: list[Layer], background: Callable[[int], np.ndarray], size: 
         for li in series:
             s, ly = series[li], layers[li]
             s["area"].append(int(counts[li + 1]))
-            s["in_frame_area"].append(int(sils[li][2].sum()) if sils[li] else 0)
+            s["in_frame_area"].append(int(sils[li][2].sum()) if sils[li] else in_frame.get(li, 0))
             scale = ly.track.radius[t] / ly.sprite.radius
             s["full_area"].append(int(round(ly.sprite.areas[ly.sprite.index(t)] * scale**2)))
             if sils[li] and _touches(sils[li], size):
@@ -479,17 +501,31 @@ def _absences(area: list[int], in_frame: list[int]) -> list[dict]:
     return runs
 
 
+def _measure_moves(absences: list[dict], masks: np.ndarray) -> None:
+    """Add ``moved`` to each absence that ends before the last frame: the distance (px) between the object's visible
+    centroids in the frame before it vanished and the frame it came back, from its masks (T, H, W) bool."""
+    for run in absences:
+        if run["end"] < len(masks):
+            (y0, x0), (y1, x1) = (np.argwhere(masks[t]).mean(axis=0) for t in (run["start"] - 1, run["end"]))
+            run["moved"] = round(float(np.hypot(x1 - x0, y1 - y0)), 1)
+
+
 def _find_events(meta: dict, k: int) -> dict:
     """The events the measurements prove (see the module docstring); each names its objects and frames."""
     found: dict[str, dict] = {}
     by_id = {o["id"]: o for o in meta["objects"]}
+    far = REAPPEAR_DISTANCE * meta["size"][1] if "reappear" in meta["requested_events"] else np.inf
     for o in meta["objects"]:
         area, full = o["area"], o["full_area"]
         for run in o["absences"]:
             key = {"occluded": "occlusion", "out_of_view": "exit"}.get(run["cause"])
+            if key == "occlusion" and run.get("moved", 0) >= far:
+                key = "reappear"
             back = [t for t in range(run["end"], len(area)) if area[t] >= 0.5 * full[t] and 10 * area[t] >= area[0]]
             if key and key not in found and run["end"] - run["start"] >= k and back:
                 found[key] = {"object": o["id"], "absent": [run["start"], run["end"]], "visible_again": back[0]}
+                if key == "reappear":
+                    found[key]["moved"] = run["moved"]
     for ov in meta["overlaps"]:
         both = [t for t in ov["frames"] if by_id[ov["back"]]["area"][t] and by_id[ov["front"]]["area"][t]]
         if both and "overlap" not in found:
@@ -504,7 +540,7 @@ def _find_events(meta: dict, k: int) -> dict:
         if seen and "distractor" not in found:
             found["distractor"] = {"look_alike_of": d["look_alike_of"], "frames": seen,
                                    "while_absent": [t for t in seen if target[t] == 0]}
-    return {key: found[key] for key in EVENTS if key in found}
+    return {key: found[key] for key in ALL_EVENTS if key in found}
 
 
 # ---------------------------------------------------------------------------------------------------------- content

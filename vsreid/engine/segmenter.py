@@ -123,7 +123,7 @@ def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndar
     if reid is not None:
         reid.prepare(source, first_labels, object_ids)
         log = recover(propagator, source, state, reid, settings.recovery)
-        report = build_report(source.seq, draft, reid, log, object_ids)
+        report = build_report(source.seq, draft, reid, log, object_ids, settings.recovery.score_threshold)
         labels = np.stack([state.labels(t) for t in range(state.num_frames)])
         for t in range(state.num_frames):
             yield "final", t, labels[t]

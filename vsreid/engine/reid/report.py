@@ -21,7 +21,7 @@ def draft_presence(draft: np.ndarray, object_ids: Sequence[int]) -> np.ndarray:
 
 
 def build_report(seq: str, draft: np.ndarray, provider: ReIDProvider, log: RecoveryLog,
-                 object_ids: Sequence[int]) -> dict:
+                 object_ids: Sequence[int], score_threshold: float | None = None) -> dict:
     """The JSON-ready report of one sequence.
 
     Args:
@@ -30,12 +30,13 @@ def build_report(seq: str, draft: np.ndarray, provider: ReIDProvider, log: Recov
         provider: the prepared provider; candidates are read from its object pass (``set_pass("object")``).
         log: what :func:`~.recovery.recover` accepted.
         object_ids: the ids of object indices 0..N-1.
+        score_threshold: the recovery's minimum candidate score, recorded for ``vsreid evaluate-reid``.
 
     Returns:
         ``{"sequence", "object_ids", "lost": [[t, id], ...] (frames 1..T-2 where the draft lost the object or recovery
         dropped its prediction as drifted), "drifted": [[t, id], ...],
         "candidates": {"t:id": top-5 [x1, y1, x2, y2, score] by score}, "recoveries": [{"frame", "object_id", "box",
-        "score", "kind"}]}``.
+        "score", "kind"}], "score_threshold"}``.
     """
     ids = [int(o) for o in object_ids]
     presence = draft_presence(draft, ids)
@@ -54,4 +55,4 @@ def build_report(seq: str, draft: np.ndarray, provider: ReIDProvider, log: Recov
                    "score": float(r.score), "kind": r.kind} for r in log.recoveries]
     drifted = [[int(t), ids[i]] for t, i in sorted(log.drifted)]
     return {"sequence": seq, "object_ids": ids, "lost": lost, "drifted": drifted, "candidates": candidates,
-            "recoveries": recoveries}
+            "recoveries": recoveries, "score_threshold": score_threshold}
