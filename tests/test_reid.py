@@ -514,3 +514,15 @@ def test_appearance_reid_observed_distractors_stop_passing_as_the_object(synthet
     assert added > 0 and len(reid.views[0]) > 0
     assert passing(hidden, look_alike) <= 0.5
     assert passing(visible, seq.labels == obj["id"]) >= 0.9
+
+
+def test_appearance_features_run_with_batchnorm_folded_and_unchanged_values():
+    import torch
+
+    from vsreid.engine.reid.appearance import _Stride16Features
+
+    reid = AppearanceReID()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in reid.net.modules())
+    image = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(reid.net(image), _Stride16Features()(image), rtol=0, atol=1e-4)
