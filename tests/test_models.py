@@ -470,3 +470,17 @@ def test_inference_graph_folds_batchnorm_with_identical_outputs(config):
     torch.testing.assert_close(folded, eager, rtol=0, atol=1e-4)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert not any(p.requires_grad for p in graph.parameters())
+
+
+def test_inference_graph_in_place_folds_the_given_network():
+    """``in_place`` (prediction's finetuned copy) folds the network itself, with the same outputs as a folded copy."""
+    torch.manual_seed(0)
+    model = _randomise_bn(MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True))
+    copied = inference_graph(model)
+    in_place = inference_graph(model, in_place=True)
+    assert in_place is model
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in model.modules()) == 2  # only the stems' BN stay
+    image, flow, _ = _inputs(2, 65)
+    prior = (torch.rand(2, 1, 65, 65) > 0.5).float()
+    with torch.no_grad():
+        torch.testing.assert_close(in_place(image, flow, prior), copied(image, flow, prior), rtol=0, atol=1e-6)

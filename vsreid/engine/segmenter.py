@@ -99,7 +99,8 @@ def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndar
     for several processes).
     """
     started = time.perf_counter()
-    if settings.finetune_steps > 0:
+    finetuned = settings.finetune_steps > 0
+    if finetuned:
         batches = first_frame_batches(source, settings.finetune_crop_size or settings.propagation.crop_size,
                                       settings.finetune_steps, settings.finetune_batch_size)
         if progress:
@@ -107,7 +108,7 @@ def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndar
                            leave=False, position=position)
         net = finetuned_copy(net, batches, settings.finetune_steps, settings.finetune_lr, settings.lovasz_weight,
                              scope=settings.finetune_scope)
-    net = inference_graph(net)
+    net = inference_graph(net, in_place=finetuned)  # the finetuned copy is ours: folded without another copy
     propagator = Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size),
                             settings.propagation)
     state = propagator.start(source, first_labels, object_ids)

@@ -16,9 +16,10 @@ from torch import nn
 from .mp2s import MP2S
 
 
-def inference_graph(net: nn.Module) -> nn.Module:
+def inference_graph(net: nn.Module, in_place: bool = False) -> nn.Module:
     """What prediction runs for ``net``: for an MP2S, a :func:`folded_copy` with channels_last weights (same outputs
-    within float32 rounding; convolutions then compute channels_last); any other module as it is."""
+    within float32 rounding; convolutions then compute channels_last); any other module as it is. ``in_place``
+    folds ``net`` itself instead of a copy (for a network nothing else holds, such as a finetuned copy)."""
     if not isinstance(net, MP2S):
         return net
 
@@ -28,7 +29,8 @@ def inference_graph(net: nn.Module) -> nn.Module:
         m(torch.zeros((1, 3) + size[2:], device=device), torch.zeros((1, 2) + size[2:], device=device),
           torch.zeros(size, device=device), residual)
 
-    return folded_copy(net, run).to(memory_format=torch.channels_last)
+    folded = fold_batchnorm(net.eval().requires_grad_(False), run) if in_place else folded_copy(net, run)
+    return folded.to(memory_format=torch.channels_last)
 
 
 def folded_copy(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Module:
@@ -36,11 +38,15 @@ def folded_copy(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Module
     ``nn.Identity``). ``run(module)`` calls the module on the kinds of input inference gives it (a small size will
     do), so that the pairs can be observed. ``net`` is unchanged. Folding assumes that a conv's output feeds only its
     BN, as in every conv-BN block of MP2S."""
-    folded = copy.deepcopy(net).eval().requires_grad_(False)
-    for parent, name, conv, bn in _conv_bn_pairs(folded, run):
+    return fold_batchnorm(copy.deepcopy(net).eval().requires_grad_(False), run)
+
+
+def fold_batchnorm(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Module:
+    """:func:`folded_copy` done on ``net`` itself (in eval mode, without gradients); returns it."""
+    for parent, name, conv, bn in _conv_bn_pairs(net, run):
         _fold_into(conv, bn)
         setattr(parent, name, nn.Identity())
-    return folded
+    return net
 
 
 def _conv_bn_pairs(net: nn.Module, run: Callable[[nn.Module], object]):
