@@ -33,9 +33,10 @@ def first_frame_batches(source: SequenceSource, crop_size: int, steps: int, batc
 #: no backward pass, the largest part of a step's cost.
 FINETUNE_SCOPES = {"all": (), "image": ("flow_backbone",), "heads": ("backbone", "flow_backbone")}
 #: Samples per backward pass: a step's batch is run in parts of this many and their gradients summed (the same step,
-#: as BN is frozen), so the autograd buffers held at once are those of 2 samples (about 0.5 GB each for the whole
-#: Lite network at 321 px) whatever the batch size.
-BACKWARD_SAMPLES = 2
+#: as BN is frozen), so the autograd buffers held at once are those of one sample (about 0.5 GB for the whole Lite
+#: network at 321 px) whatever the batch size; one sample per pass costs no more time per step than two
+#: (``bench/bench_speed.py``).
+BACKWARD_SAMPLES = 1
 
 
 def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: float, lovasz_weight: float = 0.0,
