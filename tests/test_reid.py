@@ -147,7 +147,7 @@ def test_no_residual_is_computed_for_a_network_that_reads_none(tmp_path, monkeyp
 
     monkeypatch.setattr(propagator_module, "photometric_residual", not_needed)
     _, _, without, _ = _start(root, PaperNetwork())
-    np.testing.assert_array_equal(without.probs, with_residual.probs)
+    np.testing.assert_array_equal(without.probs.dense(), with_residual.probs.dense())
     small = dict(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16)
     assert not PatchPredictor(MP2S(**small)).uses_residual
     assert PatchPredictor(MP2S(**small, refine_channels=8, refine_residual=True)).uses_residual
@@ -230,7 +230,7 @@ def _state_frame1(obj1_box=None, obj2_box=None):
         if box is not None:
             mask = np.zeros((H, W), np.float16)
             _fill(mask, box, 1)
-            state.probs[1, i] = mask
+            state.probs.set_plane(1, i, mask)
     return state
 
 

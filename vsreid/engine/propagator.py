@@ -124,8 +124,7 @@ class Propagator:
         index_map = state.index_map(t)
         x1, y1, x2, y2 = _boxes(index_map, n, cfg.box_enlargement)[i]
         group = [i] + [j - 1 for j in np.unique(index_map[y1:y2 + 1, x1:x2 + 1]) if j != 0 and j - 1 != i]
-        erase = state.probs[t, i] > 0.5
-        state.probs[t][:, erase] = 0
+        state.probs.erase(t, state.probs.plane(t, i) > 0.5)
         h, w = state.probs.shape[2:]
         x1 = int(np.clip(box[0], 0, w - 1))
         x2 = int(np.clip(box[2], x1 + 1, w))
@@ -134,13 +133,11 @@ class Propagator:
         det_box = np.array([x1, y1, x2, y2])
         template = state.templates[i]
         for it in range(cfg.refine_iterations):
-            prior = template if it == 0 else state.probs[t, i, y1:y2, x1:x2].astype(np.float32)
+            prior = template if it == 0 else state.probs.crop(t, i, det_box)
             boxes = np.zeros((n, 4), np.int64)
             boxes[i] = det_box
             self._predict_objects(source, state, t, [i], boxes, [prior], flow, prior_in_box=True)
-        own = state.probs[t, i].copy()
-        state.probs[t][:, own > 0.5] = 0
-        state.probs[t, i] = own
+        state.probs.erase(t, state.probs.plane(t, i) > 0.5, keep=i)
         index_map = state.index_map(t)
         x1, y1, x2, y2 = _boxes(index_map, n, cfg.box_enlargement)[i]
         group = sorted(set(group) | {j - 1 for j in np.unique(index_map[y1:y2, x1:x2]) if j != 0})

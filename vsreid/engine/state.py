@@ -10,12 +10,88 @@ from vsreid.data.crops import object_box
 NO_ANCHOR = -1000
 
 
+class ObjectProbs:
+    """P(object i) of every frame t, (T, N, H, W) in effect, stored as each prediction's box patch (float16): a
+    prediction is zero outside the box it was made in, so memory grows with the objects' boxes, not T x N frames.
+
+    ``plane``/``frame``/``crop`` read float32 copies; ``set``, ``clear`` and ``erase`` write.
+    """
+
+    def __init__(self, num_frames: int, num_objects: int, height: int, width: int):
+        self.shape = (num_frames, num_objects, height, width)
+        self._boxes = np.zeros((num_frames, num_objects, 4), np.int64)  # x1, y1, x2, y2 of each stored patch
+        self._patches: list[list[np.ndarray | None]] = [[None] * num_objects for _ in range(num_frames)]
+
+    def set(self, t: int, i: int, box, patch: np.ndarray) -> None:
+        """P(i) of frame t becomes ``patch`` (h, w) inside ``box`` = (x1, y1, x2, y2), inside the frame, and 0
+        outside it."""
+        x1, y1, x2, y2 = (int(v) for v in box)
+        if patch.shape != (y2 - y1, x2 - x1):
+            raise ValueError(f"patch of shape {patch.shape} for box {box}")
+        self._boxes[t, i] = x1, y1, x2, y2
+        self._patches[t][i] = patch.astype(np.float16)
+
+    def set_plane(self, t: int, i: int, plane: np.ndarray) -> None:
+        """P(i) of frame t becomes ``plane`` (H, W), stored as the box of its nonzero pixels."""
+        ys, xs = np.nonzero(plane)
+        if len(ys) == 0:
+            self.clear(t, i)
+        else:
+            y1, y2, x1, x2 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+            self.set(t, i, (x1, y1, x2, y2), plane[y1:y2, x1:x2])
+
+    def clear(self, t: int, i: int) -> None:
+        """P(i) of frame t becomes 0 everywhere."""
+        self._patches[t][i] = None
+
+    def erase(self, t: int, where: np.ndarray, keep: int | None = None) -> None:
+        """P(j) of frame t becomes 0 where ``where`` (H, W) bool is true, for every object j but ``keep``."""
+        for j, patch in enumerate(self._patches[t]):
+            if patch is not None and j != keep:
+                x1, y1, x2, y2 = self._boxes[t, j]
+                patch[where[y1:y2, x1:x2]] = 0
+
+    def plane(self, t: int, i: int) -> np.ndarray:
+        """(H, W) float32 P(i) of frame t."""
+        out = np.zeros(self.shape[2:], np.float32)
+        self._paste(out, t, i)
+        return out
+
+    def frame(self, t: int) -> np.ndarray:
+        """(N, H, W) float32 P(i) of frame t for every object i."""
+        out = np.zeros(self.shape[1:], np.float32)
+        for i in range(self.shape[1]):
+            self._paste(out[i], t, i)
+        return out
+
+    def crop(self, t: int, i: int, box) -> np.ndarray:
+        """(y2 - y1, x2 - x1) float32 P(i) of frame t inside ``box`` = (x1, y1, x2, y2), inside the frame."""
+        x1, y1, x2, y2 = (int(v) for v in box)
+        return self.plane(t, i)[y1:y2, x1:x2]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the stored patches."""
+        return sum(p.nbytes for row in self._patches for p in row if p is not None)
+
+    def dense(self) -> np.ndarray:
+        """(T, N, H, W) float16: every plane (for tests and small sequences)."""
+        return np.stack([self.frame(t) for t in range(self.shape[0])]).astype(np.float16)
+
+    def _paste(self, out: np.ndarray, t: int, i: int) -> None:
+        patch = self._patches[t][i]
+        if patch is not None:
+            x1, y1, x2, y2 = self._boxes[t, i]
+            out[y1:y2, x1:x2] = patch
+
+
 @dataclass
 class PropagationState:
     """Everything the propagator knows about one sequence.
 
     Attributes:
-        probs: (T, N, H, W) float16, P(object i) per frame; P(not i) = 1 - P(i). Objects are indexed 0..N-1.
+        probs: P(object i) per frame, (T, N, H, W) in effect (:class:`ObjectProbs`); P(not i) = 1 - P(i). Objects
+            are indexed 0..N-1.
         anchors: (T, N) int, the frame whose (re)initialisation produced each prediction (``bbox_cnt`` of the
             original); ``NO_ANCHOR`` where nothing was predicted yet.
         object_ids: (N,) the object ids written to the output for indices 0..N-1.
@@ -23,7 +99,7 @@ class PropagationState:
         templates: per object, the first-frame mask cropped with the 15%-enlarged box, (h, w) float32.
     """
 
-    probs: np.ndarray
+    probs: ObjectProbs
     anchors: np.ndarray
     object_ids: np.ndarray
     first_area: np.ndarray
@@ -39,7 +115,7 @@ class PropagationState:
 
     def combined(self, t: int) -> np.ndarray:
         """(N+1, H, W) float32: channel 0 = prod_i P(not i), channel i = P(i), normalised over channels."""
-        p = self.probs[t].astype(np.float32)
+        p = self.probs.frame(t)
         out = np.empty((p.shape[0] + 1,) + p.shape[1:], np.float32)
         out[0] = np.prod(1.0 - p, axis=0)
         out[1:] = p
@@ -60,9 +136,7 @@ class PropagationState:
 
     def set_object(self, t: int, i: int, box, patch: np.ndarray) -> None:
         """P(i) of frame t becomes ``patch`` (h, w) inside ``box`` = (x1, y1, x2, y2) and 0 outside it."""
-        x1, y1, x2, y2 = box
-        self.probs[t, i] = 0
-        self.probs[t, i, y1:y2, x1:x2] = patch
+        self.probs.set(t, i, box, patch)
 
 
 def initial_state(first_labels: np.ndarray, object_ids, num_frames: int, box_enlargement: float = 0.15
@@ -70,11 +144,11 @@ def initial_state(first_labels: np.ndarray, object_ids, num_frames: int, box_enl
     """State after reading the first frame's id map (H, W) uint8; frame 0 is every object's anchor."""
     object_ids = np.asarray(object_ids, np.uint8)
     h, w = first_labels.shape
-    probs = np.zeros((num_frames, len(object_ids), h, w), np.float16)
+    probs = ObjectProbs(num_frames, len(object_ids), h, w)
     templates = []
     for i, oid in enumerate(object_ids):
         mask = first_labels == oid
-        probs[0, i] = mask
+        probs.set_plane(0, i, mask.astype(np.float32))
         x1, y1, x2, y2 = object_box(mask, box_enlargement=box_enlargement)
         templates.append(mask[y1:y2, x1:x2].astype(np.float32))
     anchors = np.full((num_frames, len(object_ids)), NO_ANCHOR, np.int64)

@@ -109,7 +109,7 @@ def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLo
         boxes, changed = views.tight(t), False
         for i in objects:
             if views.presence[t, i] and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
-                state.probs[t, i] = 0
+                state.probs.clear(t, i)
                 state.anchors[t, i] = NO_ANCHOR
                 log.drifted.append((t, i))
                 changed = True
