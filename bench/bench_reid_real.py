@@ -22,28 +22,12 @@ import sys
 import time
 from pathlib import Path
 
-from vsreid.cli import main as vsreid
-from vsreid.data.davis import DavisRoot
-from vsreid.data.results import ResultsFolder
-from vsreid.metrics.evaluation import evaluate_results
+from reid_bench_steps import draft_and_final, per_sequence, run  # bench/, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
 SEEDS = {"tune": 1000, "report": 2000}  # the parts differ in their source sequences; the seeds differ too
 EVENTS = "occlusion,exit,overlap,scale,distractor,reappear"
 TARGETS = {"gain": 10.0, "recall": 0.6, "precision": 0.8}
-
-
-def run(args: list[str]) -> None:
-    code = vsreid(args)
-    if code:
-        raise SystemExit(f"vsreid {' '.join(args)} exited with {code}")
-
-
-def per_sequence(result) -> dict[str, float]:
-    scores: dict[str, list[float]] = {}
-    for name, stats in zip(result.objects, result.object_stats):
-        scores.setdefault(name.rsplit("_", 1)[0], []).append(50 * (stats[0] + stats[3]))
-    return {seq: sum(v) / len(v) for seq, v in scores.items()}
 
 
 def main() -> int:
@@ -81,20 +65,12 @@ def main() -> int:
              "--output", str(results), "--finetune_steps", str(args.finetune_steps),
              "--trainer.logger.init_args.save_dir", str(out / "tensorboard"), *args.predict_arg])
     predicted = time.time()
-    draft = evaluate_results(DavisRoot(root), ResultsFolder(results).draft_root, progress=False)
-    final = evaluate_results(DavisRoot(root), results, progress=False)
-    before, after = per_sequence(draft), per_sequence(final)
-    print(f"\n{'sequence':<16}{'without re-ID':>15}{'with re-ID':>12}")
-    for seq in before:
-        print(f"{seq:<16}{before[seq]:>15.1f}{after[seq]:>12.1f}")
-    gain = 100 * (final.global_results["J&F-Mean"] - draft.global_results["J&F-Mean"])
-    print(f"{'mean (objects)':<16}{100 * draft.global_results['J&F-Mean']:>15.1f}"
-          f"{100 * final.global_results['J&F-Mean']:>12.1f}")
+    draft, final, gain = draft_and_final(root, results)
     print()
     run(["evaluate-reid", "--davis-root", str(root), "--results", str(results)])
     total = next(r for r in csv.DictReader((results / "reid_results.csv").open()) if r["sequence"] == "TOTAL")
     measured = {"gain": gain, "recall": float(total["recall"]), "precision": float(total["precision"])}
-    print(f"\n{args.split} split, {len(before)} composites, finetuning steps {args.finetune_steps}:")
+    print(f"\n{args.split} split, {len(per_sequence(final))} composites, finetuning steps {args.finetune_steps}:")
     print(f"  J&F without re-ID {100 * draft.global_results['J&F-Mean']:.1f}, with re-ID "
           f"{100 * final.global_results['J&F-Mean']:.1f}: gain {gain:+.1f} (target >= +{TARGETS['gain']:.0f})")
     print(f"  recall of lost objects {measured['recall']:.3f} (target >= {TARGETS['recall']}), precision of accepted "

@@ -12,25 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from vsreid.cli import main as vsreid
-from vsreid.data.davis import DavisRoot
-from vsreid.data.results import ResultsFolder
-from vsreid.metrics.evaluation import evaluate_results
+from reid_bench_steps import draft_and_final, run  # bench/, beside this script
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run(args: list[str]) -> None:
-    code = vsreid(args)
-    if code:
-        raise SystemExit(f"vsreid {' '.join(args)} exited with {code}")
-
-
-def per_sequence(result) -> dict[str, float]:
-    scores: dict[str, list[float]] = {}
-    for name, stats in zip(result.objects, result.object_stats):
-        scores.setdefault(name.rsplit("_", 1)[0], []).append(50 * (stats[0] + stats[3]))
-    return {seq: sum(v) / len(v) for seq, v in scores.items()}
 
 
 def main() -> int:
@@ -49,15 +33,7 @@ def main() -> int:
     run(["predict", "-c", str(args.config), "--data.root", str(root),
          "--data.flow_dir", str(args.out / "flow"), "--output", str(results),
          "--trainer.logger.init_args.save_dir", str(args.out / "tensorboard")])
-    draft = evaluate_results(DavisRoot(root), ResultsFolder(results).draft_root, progress=False)
-    final = evaluate_results(DavisRoot(root), results, progress=False)
-    before, after = per_sequence(draft), per_sequence(final)
-    print(f"\n{'sequence':<16}{'without re-ID':>15}{'with re-ID':>12}")
-    for seq in before:
-        print(f"{seq:<16}{before[seq]:>15.1f}{after[seq]:>12.1f}")
-    gain = 100 * (final.global_results["J&F-Mean"] - draft.global_results["J&F-Mean"])
-    print(f"{'mean (objects)':<16}{100 * draft.global_results['J&F-Mean']:>15.1f}"
-          f"{100 * final.global_results['J&F-Mean']:>12.1f}   gain {gain:+.1f} J&F points (target >= +10)")
+    _, _, gain = draft_and_final(root, results, lambda gain: f"   gain {gain:+.1f} J&F points (target >= +10)")
     print()
     run(["evaluate-reid", "--davis-root", str(root), "--results", str(results)])
     print(f"\n{args.sequences} sequences in {time.time() - start:.0f} s")

@@ -10,7 +10,14 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   words: float64 positions, exact bilinear weights, numpy gathers): the paper config's step (shared positions and the
   probabilities) and the Lite network's (also the photometric residual over the objects' window).
 - The shipped Lite network (``checkpoints/vsreid_lite0.pt``): object-frames/s with flip for a batch of 4 crops of
-  321 px, with running-sum box means against ``avg_pool2d`` ones.
+  321 px: the eager network with ``avg_pool2d`` box means (as before issue 19), with running-sum ones, with BN
+  folded into the convolutions, and the inference graph prediction runs (BN folded, channels_last weights); with
+  ``--compile`` also ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start).
+- One online finetuning step (4 samples of 321 px, AdamW, BN frozen) per finetuning scope: the whole network, all
+  but the flow backbone, the heads over both backbones.
+- End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
+  finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
+  (finetuning the whole network for 30 steps, BatchNorm unfolded, ``avg_pool2d`` box means).
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
@@ -19,8 +26,10 @@ import argparse
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -31,15 +40,21 @@ from vsreid.data.crops import boxes_from_labels, crop_resize
 from vsreid.data.flow import DISFlow
 from vsreid.data.labels import read_frame, read_labels
 from vsreid.data.warp import RESIDUAL_REACH, photometric_residual, warp_grid
+from vsreid.engine import segmenter
+from vsreid.engine.api import Segmenter
+from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy
 from vsreid.engine.predictor import PatchPredictor
 from vsreid.models import box
 from vsreid.models.checkpoints import load_network
 from vsreid.models.guided import GuidedFilter
+from vsreid.metrics.measures import jaccard_and_boundary
+from vsreid.models.inference_graph import inference_graph
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "samples"
 WEIGHTS = REPO / "checkpoints" / "vsreid_lite0.pt"
 SEQ, FRAME, CROP, CROPS = "car-shadow", 10, 321, 4
+SECTIONS = ("box", "warp", "network", "finetune", "predict", "help")
 
 
 def original_warp(values: np.ndarray, flow_to_source: np.ndarray, flow_from_source: np.ndarray,
@@ -73,6 +88,19 @@ def pooled_box_means():
         yield
     finally:
         box.running_box_mean = running
+
+
+@contextmanager
+def before_issue_19():
+    """Inside, prediction runs the network as it was before issue 19: eager (BatchNorm unfolded), ``avg_pool2d``
+    box means."""
+    graph = segmenter.inference_graph
+    segmenter.inference_graph = lambda net: net
+    try:
+        with pooled_box_means():
+            yield
+    finally:
+        segmenter.inference_graph = graph
 
 
 def load_step() -> dict:
@@ -112,7 +140,8 @@ def compare(name: str, sides: dict, rounds: int, unit: str = "ms", per: float | 
     print(f"\n{name}")
     for k, m in medians.items():
         rate = f"  {per / m:6.2f} object-frames/s" if per else ""
-        print(f"  {k:<44} {1e3 * m:9.1f} ms{rate}  x{medians[base] / m:.1f} vs {base}")
+        value = 1e3 * m if unit == "ms" else m
+        print(f"  {k:<44} {value:9.1f} {unit}{rate}  x{medians[base] / m:.1f} vs {base}")
     return outputs
 
 
@@ -159,29 +188,88 @@ def bench_warp(step: dict, rounds: int) -> None:
           f"(flow sampled at 1/32 px by cv2.remap)")
 
 
-def bench_network(step: dict, rounds: int) -> None:
-    net = load_network(WEIGHTS)
+def network_crops(step: dict) -> tuple[np.ndarray, ...]:
+    """The 4 crops of 321 px of frame 11 the benches feed the network: image, flow, warped prior, residual."""
     boxes = step["boxes"]
     boxes = np.concatenate([boxes, boxes[:1]])[:CROPS]  # 4 crops: the 3 objects and the first again
     frame, prior = step["frames"][1], step["combined"].transpose(1, 2, 0)
     grid = warp_grid(step["to"], step["from"])
     warped, residual = grid.pull(prior), photometric_residual(frame, step["frames"][0], grid)
-    crops = (np.stack([crop_resize(frame.astype(np.float32), b, CROP) for b in boxes]),
-             np.stack([crop_resize(step["to"], b, CROP) for b in boxes]),
-             np.stack([crop_resize(np.ascontiguousarray(warped[..., 1 + k % 3]), b, CROP)
-                       for k, b in enumerate(boxes)]),
-             np.stack([crop_resize(residual, b, CROP) for b in boxes]))
-    predictor = PatchPredictor(net, flip=True, batch_size=CROPS)
+    return (np.stack([crop_resize(frame.astype(np.float32), b, CROP) for b in boxes]),
+            np.stack([crop_resize(step["to"], b, CROP) for b in boxes]),
+            np.stack([crop_resize(np.ascontiguousarray(warped[..., 1 + k % 3]), b, CROP)
+                      for k, b in enumerate(boxes)]),
+            np.stack([crop_resize(residual, b, CROP) for b in boxes]))
+
+
+def bench_network(step: dict, rounds: int, with_compile: bool) -> None:
+    net = load_network(WEIGHTS)
+    crops = network_crops(step)
+    eager, graph = PatchPredictor(net, flip=True, batch_size=CROPS), PatchPredictor(inference_graph(net), flip=True,
+                                                                                      batch_size=CROPS)
 
     def pooled():
         with pooled_box_means():
-            return predictor(*crops)
+            return eager(*crops)
 
+    folded = PatchPredictor(inference_graph(net).to(memory_format=torch.contiguous_format), flip=True, batch_size=CROPS)
+    sides = {"eager, avg_pool2d box means (before)": pooled, "eager, running-sum box means": lambda: eager(*crops),
+             "BN folded, NCHW weights": lambda: folded(*crops),
+             "inference graph (BN folded, channels_last)": lambda: graph(*crops)}
+    if with_compile:
+        compiled = PatchPredictor(torch.compile(inference_graph(net)), flip=True, batch_size=CROPS)
+        start = time.perf_counter()
+        compiled(*crops)
+        print(f"\ntorch.compile (inductor): first call {time.perf_counter() - start:.1f} s")
+        sides["inference graph, torch.compile"] = lambda: compiled(*crops)
     print(f"\nLite network: {WEIGHTS.name}, {torch.get_num_threads()} torch threads")
-    out = compare(f"Lite forward with flip, {CROPS} crops of {CROP} px ({2 * CROPS} network crops)",
-                  {"avg_pool2d box means": pooled, "running-sum box means": lambda: predictor(*crops)}, rounds,
+    out = compare(f"Lite forward with flip, {CROPS} crops of {CROP} px ({2 * CROPS} network crops)", sides, rounds,
                   per=CROPS)
-    print(f"  max |difference| of P(fg) {np.abs(out['avg_pool2d box means'] - out['running-sum box means']).max():.1e}")
+    base = out["eager, running-sum box means"]
+    for name, fg in out.items():
+        print(f"  max |difference| of P(fg), {name} vs eager: {np.abs(fg - base).max():.1e}")
+
+
+def bench_finetune(step: dict, rounds: int) -> None:
+    net = load_network(WEIGHTS)
+    image, flow, prior, residual = (torch.from_numpy(np.ascontiguousarray(x)) for x in network_crops(step))
+    batch = {"image": image.permute(0, 3, 1, 2) / 255.0, "flow": flow.permute(0, 3, 1, 2),
+             "prior": prior[:, None], "residual": residual[:, None], "target": (prior > 0.5).long()}
+    sides = {f"scope {scope}": (lambda scope=scope: finetuned_copy(net, [batch], 1, 1e-4, scope=scope))
+             for scope in FINETUNE_SCOPES}
+    compare(f"online finetuning: copy + 1 step of {CROPS} samples of {CROP} px", sides, rounds)
+
+
+def bench_predict(rounds: int) -> None:
+    seq = SAMPLE / "JPEGImages" / "480p" / SEQ
+    mask = read_labels(next(iter(sorted((SAMPLE / "Annotations" / "480p" / SEQ).glob("*.png")))))
+    now = Segmenter.from_pretrained(WEIGHTS)
+    before = Segmenter(now.net, replace(now.settings, finetune_steps=30, finetune_scope="all"),
+                       flow_preset=now.flow_preset)
+    results = {}
+
+    def run(seg: Segmenter, name: str) -> float:
+        with tempfile.TemporaryDirectory() as work:
+            state = seg.init_state(seq, work_dir=work)
+            seg.add_mask(state, 0, mask)
+            for _ in seg.propagate(state):
+                pass
+            results[name] = state.result
+        return state.result.seconds
+
+    def run_before():
+        with before_issue_19():
+            return run(before, "before")
+
+    s = now.settings
+    print(f"\nend to end on {SEQ} (40 frames, 1 object; flow {now.flow_preset} computed as it goes; re-ID): "
+          f"now finetuning {s.finetune_steps} steps of scope {s.finetune_scope}, before 30 steps of scope all")
+    compare("predict", {"before issue 19": run_before, "now (shipped settings)": lambda: run(now, "now")}, rounds,
+            unit="s")
+    gt = np.stack([read_labels(p) for p in sorted((SAMPLE / "Annotations" / "480p" / SEQ).glob("*.png"))])
+    for name, result in results.items():
+        j, f = jaccard_and_boundary(result.labels[1:-1] == 1, gt[1:-1] == 1)
+        print(f"  {name}: J&F {50 * (np.mean(j) + np.mean(f)):.1f}")
 
 
 def bench_help(rounds: int) -> None:
@@ -196,6 +284,9 @@ def bench_help(rounds: int) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per comparison (median counts)")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time torch.compile of the inference graph (needs a C++ compiler; slow to start)")
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, help="run only these (default: all)")
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error("--rounds must be >= 1")
@@ -203,10 +294,12 @@ def main() -> int:
           f"torch {torch.__version__} ({torch.get_num_threads()} threads), opencv {cv2.__version__} "
           f"({cv2.getNumThreads()} threads); median of {args.rounds} interleaved rounds")
     step = load_step()
-    bench_box_means(args.rounds)
-    bench_warp(step, args.rounds)
-    bench_network(step, args.rounds)
-    bench_help(args.rounds)
+    sections = {"box": lambda: bench_box_means(args.rounds), "warp": lambda: bench_warp(step, args.rounds),
+                "network": lambda: bench_network(step, args.rounds, args.compile),
+                "finetune": lambda: bench_finetune(step, args.rounds), "predict": lambda: bench_predict(args.rounds),
+                "help": lambda: bench_help(args.rounds)}
+    for name in args.sections or sections:
+        sections[name]()
     return 0
 
 

@@ -568,3 +568,15 @@ def test_recovery_additions_are_predict_options():
     assert (recovery.drift_threshold, recovery.undo_failed, recovery.max_failures) == (0.6, False, 2)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
+
+
+def test_appearance_features_run_with_batchnorm_folded_and_unchanged_values():
+    import torch
+
+    from vsreid.engine.reid.appearance import _Stride16Features
+
+    reid = AppearanceReID()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in reid.net.modules())
+    image = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(reid.net(image), _Stride16Features()(image), rtol=0, atol=1e-4)

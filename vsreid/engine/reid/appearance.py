@@ -28,6 +28,7 @@ from torch import nn
 
 from vsreid.data.crops import box_iou, object_box
 from vsreid.models.efficientnet_lite import efficientnet_lite0
+from vsreid.models.inference_graph import folded_copy
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -171,15 +172,16 @@ class AppearanceReID:
             to the recovery threshold 0.5 (calibration in the README's re-ID section).
         drift_similarity: :meth:`is_drifted` is true below this similarity.
         max_memory: views and distractors remembered per object (the oldest are forgotten first).
-        cache_frames: frames whose features are kept (LRU); candidates are cached for the whole sequence.
+        cache_frames: frames whose features are kept (LRU; 0.7 MB a 480p frame); candidates are cached for the
+            whole sequence.
     """
 
     def __init__(self, device: str | torch.device | None = None, scales=SCALES, top_k: int = 5,
                  nms_iou: float = 0.5, colour_weight: float = 0.5, similarity_center: float = 0.7,
                  similarity_width: float = 0.05, drift_similarity: float = 0.3, max_memory: int = 16,
-                 cache_frames: int = 32):
+                 cache_frames: int = 64):
         self.device = torch.device(device or "cpu")
-        self.net = _Stride16Features().to(self.device)
+        self.net = folded_copy(_Stride16Features(), lambda net: net(torch.zeros(1, 3, 64, 64))).to(self.device)
         self.scales, self.top_k, self.nms_iou = tuple(scales), top_k, nms_iou
         self.colour_weight = colour_weight
         self.center, self.width = similarity_center, similarity_width
