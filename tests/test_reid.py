@@ -269,17 +269,28 @@ def test_candidate_scored_higher_by_another_missing_object_is_rejected():
 # ------------------------------------------------------------------------------------- (d) termination
 def test_recovery_terminates_when_a_provider_always_answers(tmp_path):
     """A network that erases everything keeps every object lost, so each round re-identifies a new (frame, object)
-    pair: the loop must stop after (T - 2) x N rounds (first and last frames are never searched)."""
+    pair: the loop must stop after (T - 2) x N rounds (first and last frames are never searched). Undoing the
+    failed (empty) re-initialisations, it also stops after (T - 2) x N tries, or N x max_failures."""
     erase = lambda images, flows, priors, residuals: np.zeros_like(priors)  # noqa: E731
     source, propagator, state, first = _start(_tiny_root(tmp_path), erase)
     provider = _Table([[[60, 20, 80, 40, 0.95], [0, 0, 20, 20, 0.1]], [[60, 20, 80, 40, 0.1], [0, 0, 20, 20, 0.9]]])
-    log = recover(propagator, source, state, provider, RecoveryConfig())
+    log = recover(propagator, source, state, provider, RecoveryConfig(undo_failed=False))
     t, n = state.num_frames, state.num_objects
     pairs = [(r.frame, r.object_index) for r in log.recoveries]
     assert len(pairs) == len(set(pairs)) == (t - 2) * n <= t * n
     assert all(state.anchors[f, i] == f for f, i in pairs)
+    source, propagator, state, first = _start(_tiny_root(tmp_path / "undo"), erase)
+    anchors = state.anchors.copy()
+    log = recover(propagator, source, state, provider, RecoveryConfig(undo_failed=True))
+    tried = [(r.frame, r.object_index) for r in log.undone]
+    assert not log.recoveries and len(tried) == len(set(tried)) == (t - 2) * n
+    np.testing.assert_array_equal(state.anchors, anchors)  # nothing was kept
+    source, propagator, state, first = _start(_tiny_root(tmp_path / "limited"), erase)
+    log = recover(propagator, source, state, provider, RecoveryConfig(undo_failed=True, max_failures=2))
+    assert not log.recoveries and sorted(r.object_index for r in log.undone) == [0, 0, 1, 1]
     source, propagator, state, first = _start(_tiny_root(tmp_path / "capped"), erase)
-    assert len(recover(propagator, source, state, provider, RecoveryConfig(max_rounds=3)).recoveries) == 3
+    assert len(recover(propagator, source, state, provider, RecoveryConfig(max_rounds=3, undo_failed=False)
+                       ).recoveries) == 3
 
 
 # ------------------------------------------------------------------------ (d') drift and observed views
@@ -294,11 +305,42 @@ class _Verifying(_Table):
     def candidates(self, t, i):
         return np.array([[*OBJ1_AFTER, 0.9]]) if i == 0 and t > 5 else np.zeros((0, 5))
 
-    def is_drifted(self, t, i, box):
+    def is_drifted(self, t, i, box, threshold=None):
         return i == 0 and t >= LOST_AT and (t <= 5 or _iou(box, OBJ1_AFTER) < 0.5)
 
     def observe(self, t, i, box):
         self.observed.append((t, i))
+
+
+class _WrongFirst(_Verifying):
+    """Like _Verifying, but object 1's best candidate in frame 4 (where it is absent) is a box on the background,
+    which the drift test rejects once re-initialised there."""
+
+    WRONG = (40, 5, 60, 18)
+
+    def candidates(self, t, i):
+        if i == 0 and t == 4:
+            return np.array([[*self.WRONG, 0.95]])
+        return super().candidates(t, i)
+
+    def is_drifted(self, t, i, box, threshold=None):
+        return i == 0 and (t == 4 or super().is_drifted(t, i, box))
+
+
+def test_a_reinitialisation_that_fails_the_drift_test_is_undone(tmp_path):
+    root = _tiny_root(tmp_path)
+    source, propagator, state, _ = _start(root)
+    probs4, anchors4 = state.probs.frame(4), state.anchors[4].copy()
+    log = recover(propagator, source, state, _WrongFirst(), RecoveryConfig(distractor_window=2))
+    assert [(r.frame, r.object_index) for r in log.undone] == [(4, 0)]
+    assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]  # the right one is still found
+    assert not (state.labels(4) == 1).any()
+    np.testing.assert_array_equal(state.anchors[4, 1], anchors4[1])
+    np.testing.assert_array_equal(state.probs.plane(4, 1), probs4[1])
+    # without the undo, the wrong box is kept (and propagated)
+    source, propagator, state, _ = _start(_tiny_root(tmp_path / "kept"))
+    log = recover(propagator, source, state, _WrongFirst(), RecoveryConfig(distractor_window=2, undo_failed=False))
+    assert (4, 0) in [(r.frame, r.object_index) for r in log.recoveries]
 
 
 def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(tmp_path):
@@ -484,6 +526,7 @@ def test_appearance_reid_judges_drift(synthetic):
                 background += [reid.is_drifted(t, i, b) for b in _background_boxes(taken, x2 - x1, y2 - y1)]
     assert len(right) >= 10 and len(background) >= 40
     assert not any(right) and all(background)
+    assert reid.is_drifted(t, i, box, threshold=1.01) and not reid.is_drifted(t, i, box, threshold=0.0)
 
 
 def test_appearance_reid_observed_distractors_stop_passing_as_the_object(synthetic):
@@ -514,6 +557,17 @@ def test_appearance_reid_observed_distractors_stop_passing_as_the_object(synthet
     assert added > 0 and len(reid.views[0]) > 0
     assert passing(hidden, look_alike) <= 0.5
     assert passing(visible, seq.labels == obj["id"]) >= 0.9
+
+
+def test_recovery_additions_are_predict_options():
+    from vsreid.engine.segmenter import settings_from_arguments
+    from vsreid.models.checkpoints import PREDICT_KEYS
+
+    given = {"reid_drift_threshold": 0.6, "reid_undo_failed": False, "reid_max_failures": 2}
+    recovery = settings_from_arguments(given).recovery
+    assert (recovery.drift_threshold, recovery.undo_failed, recovery.max_failures) == (0.6, False, 2)
+    assert set(given) <= set(PREDICT_KEYS)
+    assert settings_from_arguments({}).recovery == RecoveryConfig()
 
 
 def test_appearance_features_run_with_batchnorm_folded_and_unchanged_values():

@@ -30,6 +30,10 @@ def test_object_probs_match_a_dense_array_under_every_write():
                 if j != keep:
                     dense[t, j][where] = 0
         np.testing.assert_array_equal(probs.dense(), dense)
+    saved, dense_saved = probs.snapshot(0), dense[0].copy()
+    probs.erase(0, np.ones((H, W), bool))
+    probs.restore(0, saved)
+    np.testing.assert_array_equal(probs.dense()[0], dense_saved)
     np.testing.assert_array_equal(probs.frame(1), dense[1].astype(np.float32))
     np.testing.assert_array_equal(probs.crop(2, 1, (5, 6, 30, 20)), dense[2, 1, 6:20, 5:30].astype(np.float32))
 

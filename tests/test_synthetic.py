@@ -176,6 +176,27 @@ def test_composite_of_real_objects(davis_train, tmp_path):
     assert info.object_ids == (1, 2, 3) and read_meta(tmp_path, "comp")["mode"] == "composite"
 
 
+def test_composite_keeps_objects_off_the_background_object(davis_train, monkeypatch):
+    """A plan that puts an object over the background sequence's own object is drawn again: the kept plan overlaps
+    it least; a plan that keeps clear is the first one (the sequence earlier versions made for the seed)."""
+    from vsreid.data import composite
+
+    def make():
+        return composite_sequence("comp", davis_train, [("surf", 0), ("tennis", 10), "scooter-gray"], "boat", seed=1,
+                                  size=SIZE, num_frames=T, min_absence=K)
+
+    monkeypatch.setattr(composite, "MAX_BACKGROUND_OVERLAP", 1.0)
+    first = make()
+    assert first.meta["plan_attempt"] == 0
+    monkeypatch.setattr(composite, "MAX_BACKGROUND_OVERLAP", -1.0)  # never clear enough: every plan is drawn
+    least = make()
+    assert least.meta["background_object_overlap"] <= first.meta["background_object_overlap"]
+    background = composite._background_object(DavisRoot(davis_train), "boat", SIZE, T)
+    assert composite._overlap_with(least.labels, background) == pytest.approx(least.meta["background_object_overlap"],
+                                                                              abs=1e-4)
+    _check_events(least.labels, least.meta, EVENTS)
+
+
 def test_cli_composite(davis_train, tmp_path, capsys):
     args = ["synth", "--out", str(tmp_path), "--sequences", "1", "--seed", "2", "--frames", str(T), "--height", "96",
             "--width", "176", "--objects", "2", "--min-absence", str(K), "--composite-from", str(davis_train)]

@@ -3,7 +3,12 @@
 The planner, renderer and event checks are those of :mod:`vsreid.data.synthetic`. Each object shows its source frames
 in turn (back and forth when the source is shorter), so it keeps its own articulation, while its source translation is
 replaced by the planned trajectory (anchored at the mask centroid). The pole is synthetic; the look-alike of object 1
-is the same source object at another time, mirrored. The background sequence's own object stays in it, unlabelled.
+is the same source object at another time, mirrored. The background sequence's own object stays in it, unlabelled;
+when the background sequence has annotations, a plan that starts a labelled object over that object (more than
+``MAX_BACKGROUND_OVERLAP`` of its pixels in the first ``EARLY_FRAMES`` frames, where the forward pass is most easily led
+astray; objects may cross it later) is drawn again (up to
+``PLAN_ATTEMPTS`` plans; the first plan is the one earlier versions made, so seeds whose first plan keeps clear give
+the same sequence as before).
 Real masks are not convex, so ``overlap`` is recorded when it happens but not guaranteed; the other events are.
 
 ``random_composite`` can draw its sources from one split of the source root only, and from one of two disjoint parts
@@ -25,6 +30,9 @@ from .synthetic import EVENTS, Sprite, SyntheticSequence, assemble, canonical_ra
 Source = str | tuple[str, int]
 PARTS = ("tune", "report")
 RADIUS_RANGE = (0.15, 0.19)  # real masks fill less of their bounding circle than the synthetic shapes
+MAX_BACKGROUND_OVERLAP = 0.1  # share of a labelled object's pixels allowed over the background sequence's own object
+EARLY_FRAMES = 5
+PLAN_ATTEMPTS = 8
 
 
 def composite_sequence(name: str, source_root: str | os.PathLike, object_sources: Sequence[Source],
@@ -51,9 +59,58 @@ def composite_sequence(name: str, source_root: str | os.PathLike, object_sources
                                                            for i, (s, st) in enumerate(sources)],
                         "look_alike": {"sequence": sources[0][0], "start": look_start, "mirrored": True},
                         "background": {"root": str(bg_root.root), "sequence": bg_seq}}}
-    return assemble(name, seed, "composite", np.random.default_rng(seed), size, num_frames, events, min_absence,
-                    sprites, look_alike, _real_background(bg_root, bg_seq, size, num_frames),
-                    required=[e for e in events if e != "overlap"], extra_meta=meta, radius_range=RADIUS_RANGE)
+    background_frames = _real_background(bg_root, bg_seq, size, num_frames)
+    background_object = _background_object(bg_root, bg_seq, size, num_frames)
+    best, best_overlap = None, np.inf
+    for attempt in range(PLAN_ATTEMPTS if background_object is not None else 1):
+        rng = np.random.default_rng(seed if attempt == 0 else [seed, attempt])
+        try:
+            seq = assemble(name, seed, "composite", rng, size, num_frames, events, min_absence, sprites, look_alike,
+                           background_frames, required=[e for e in events if e != "overlap"], extra_meta=meta,
+                           radius_range=RADIUS_RANGE)
+        except RuntimeError:
+            if attempt == 0:
+                raise
+            continue  # a redrawn plan missing an event: try another
+        if background_object is None:
+            return seq
+        overlap = _overlap_with(seq.labels, background_object)
+        if overlap < best_overlap:
+            best, best_overlap = seq, overlap
+            best.meta["background_object_overlap"] = round(float(overlap), 4)
+            best.meta["plan_attempt"] = attempt
+        if overlap <= MAX_BACKGROUND_OVERLAP:
+            break
+    return best
+
+
+def _overlap_with(labels: np.ndarray, background_object: np.ndarray) -> float:
+    """The largest share, over the labelled objects of ``labels`` (T, H, W), of an object's pixels in the first
+    ``EARLY_FRAMES`` frames lying on ``background_object`` (T, H, W) bool."""
+    early, under = labels[:EARLY_FRAMES], background_object[:EARLY_FRAMES]
+    worst = 0.0
+    for oid in np.unique(labels[0]):
+        if oid in (0, VOID):
+            continue
+        mask = early == oid
+        worst = max(worst, np.count_nonzero(mask & under) / max(np.count_nonzero(mask), 1))
+    return worst
+
+
+def _background_object(root: DavisRoot, seq: str, size: tuple[int, int], num_frames: int) -> np.ndarray | None:
+    """(T, H, W) bool: the background sequence's own object in each composite frame (the frames walked as
+    :func:`_real_background` walks them), or None when not every walked frame is annotated."""
+    stems = root.frame_stems(seq)
+    annotated = set(root.annotated_stems(seq))
+    walk = _pingpong(len(stems), 0, num_frames)
+    if any(stems[i] not in annotated for i in set(walk.tolist())):
+        return None
+    masks = {}
+    for i in sorted(set(walk.tolist())):
+        labels = root.read_annotation(seq, stems[i])
+        masks[i] = cv2.resize(((labels > 0) & (labels != VOID)).astype(np.uint8), (size[1], size[0]),
+                              interpolation=cv2.INTER_NEAREST) > 0
+    return np.stack([masks[i] for i in walk])
 
 
 def source_part(names: Sequence[str], part: str) -> list[str]:

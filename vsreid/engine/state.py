@@ -14,7 +14,7 @@ class ObjectProbs:
     """P(object i) of every frame t, (T, N, H, W) in effect, stored as each prediction's box patch (float16): a
     prediction is zero outside the box it was made in, so memory grows with the objects' boxes, not T x N frames.
 
-    ``plane``/``frame``/``crop`` read float32 copies; ``set``, ``clear`` and ``erase`` write.
+    ``plane``/``frame``/``crop`` read float32 copies; ``set``, ``clear``, ``erase`` and ``restore`` write.
     """
 
     def __init__(self, num_frames: int, num_objects: int, height: int, width: int):
@@ -50,6 +50,16 @@ class ObjectProbs:
             if patch is not None and j != keep:
                 x1, y1, x2, y2 = self._boxes[t, j]
                 patch[where[y1:y2, x1:x2]] = 0
+
+    def snapshot(self, t: int):
+        """Frame t's stored predictions, for :meth:`restore`."""
+        return self._boxes[t].copy(), [None if p is None else p.copy() for p in self._patches[t]]
+
+    def restore(self, t: int, snapshot) -> None:
+        """Frame t's predictions become those of ``snapshot`` (from :meth:`snapshot`)."""
+        boxes, patches = snapshot
+        self._boxes[t] = boxes
+        self._patches[t] = [None if p is None else p.copy() for p in patches]
 
     def plane(self, t: int, i: int) -> np.ndarray:
         """(H, W) float32 P(i) of frame t."""

@@ -222,10 +222,11 @@ class AppearanceReID:
         return None
 
     # ------------------------------------------------------------------ online refinements (see the module docstring)
-    def is_drifted(self, t: int, i: int, box) -> bool:
-        """True when the box (x1, y1, x2, y2) of object i's mask in frame t is less similar to i than
-        ``drift_similarity``."""
-        return bool(self.similarity(t, np.array([box], np.float64))[i, 0] < self.drift_similarity)
+    def is_drifted(self, t: int, i: int, box, threshold: float | None = None) -> bool:
+        """True when the box (x1, y1, x2, y2) of object i's mask in frame t is less similar to i than ``threshold``
+        (default ``drift_similarity``)."""
+        limit = self.drift_similarity if threshold is None else threshold
+        return bool(self.similarity(t, np.array([box], np.float64))[i, 0] < limit)
 
     def observe(self, t: int, i: int, box, max_iou: float = 0.1) -> int:
         """Object i is reliably tracked at ``box`` (x1, y1, x2, y2) in frame t: keep that view of i when it matches

@@ -23,13 +23,24 @@ class RecoveryConfig:
     class score above which an object takes part in the person pass (0.5); max_rounds: stop after this many
     accepted re-identifications (None: until no candidate qualifies, at most T x N rounds); distractor_window:
     frames this close to an object's anchor (frame 0 or a re-identification) teach the provider its distractors,
-    when the provider learns them."""
+    when the provider learns them.
+
+    Additions to the original's rules (values chosen on the tune split of ``bench/bench_reid_real.py``, see the
+    README): drift_threshold: with a provider that has ``is_drifted`` (the embedded one; the original's pickles have
+    not), a prediction whose box is less similar to its object than this is dropped as drifted. undo_failed: a
+    re-identification whose re-initialised mask is empty, smaller than the lost rule allows, or (with
+    ``is_drifted``) drifted is undone before it is propagated, and that (frame, object) is not tried again.
+    max_failures: after this many undone re-identifications of one object in a pass, that object is no longer
+    searched in the pass (None: no limit; each undone (frame, object) is still never tried again)."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
     person_threshold: float = 0.5
     max_rounds: int | None = None
     distractor_window: int = 10
+    drift_threshold: float = 0.45
+    undo_failed: bool = True
+    max_failures: int | None = None
 
 
 @dataclass
@@ -45,10 +56,12 @@ class Recovery:
 
 @dataclass
 class RecoveryLog:
-    """Accepted re-identifications, and the (frame, object index) predictions dropped as drifted."""
+    """Accepted re-identifications, the (frame, object index) predictions dropped as drifted, and the
+    re-identifications undone because the mask they re-initialised failed (empty, too small or drifted)."""
 
     recoveries: list[Recovery] = field(default_factory=list)
     drifted: list[tuple[int, int]] = field(default_factory=list)
+    undone: list[Recovery] = field(default_factory=list)
 
 
 class FrameViews:
@@ -127,8 +140,19 @@ def teach_distractors(views: FrameViews, learn, i: int, anchor: int, window: int
             learn(t, i, tuple(views.tight(t)[i]))
 
 
-def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int], cfg: RecoveryConfig):
-    """The single best acceptable (frame, object, box, score) over all frames and targets, or None."""
+def reinit_failed(views: FrameViews, is_drifted, t: int, i: int, lost_ratio: float) -> bool:
+    """Whether the mask of object i just re-initialised in frame t failed: empty, smaller than 1/``lost_ratio`` of
+    i's first-frame area (propagation would not carry it on), or drifted (``is_drifted(t, i, box)``, when given)."""
+    area = np.count_nonzero(views.index_map(t) == i + 1)
+    if area == 0 or area * lost_ratio < views.state.first_area[i]:
+        return True
+    return is_drifted is not None and is_drifted(t, i, tuple(views.tight(t)[i]))
+
+
+def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int], cfg: RecoveryConfig,
+                    tried: set | frozenset = frozenset()):
+    """The single best acceptable (frame, object, box, score) over all frames and targets, or None; (frame, object)
+    pairs in ``tried`` (undone re-identifications) are skipped."""
     best, best_score = None, 0.0
     state, presence = views.state, views.presence
     n = state.num_objects
@@ -138,7 +162,7 @@ def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int
             continue
         for j in targets:
             c = cands.get(j)
-            if c is None or len(c) == 0 or state.anchors[t, j] == t:
+            if c is None or len(c) == 0 or state.anchors[t, j] == t or (t, j) in tried:
                 continue
             r = int(np.argmax(c[:, 4]))
             score = float(c[r, 4])
@@ -162,9 +186,10 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
 
     A provider with a ``set_pass(kind)`` method is told the pass (``"person"`` / ``"object"``) before it, so that
     its ``candidates`` return that pass's rows (the original's PersonSearch / ObjectSearch results). Two more optional
-    provider methods extend the original: with ``is_drifted(t, i, box)``, predictions that no longer show their
-    object are dropped first (and after each re-propagation), so that a mask stuck on an occluder counts as lost;
-    with ``observe(t, i, box)``, frames near each anchor show the provider object i and what it is not.
+    provider methods extend the original: with ``is_drifted(t, i, box, threshold)``, predictions that no longer show
+    their object are dropped first (and after each re-propagation), so that a mask stuck on an occluder counts as
+    lost, and a re-identification whose re-initialised mask fails (:func:`reinit_failed`) is undone before it is
+    propagated; with ``observe(t, i, box)``, frames near each anchor show the provider object i and what it is not.
 
     Each round accepts the single best candidate over all frames and objects, re-initialises the object there, and
     propagates it backward and forward until the nearest frames where it is visible. A (frame, object) pair becomes
@@ -180,7 +205,10 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
         passes.append(("person", [i for i in range(n) if scores[i][PERSON_CLASS] > cfg.person_threshold]))
     passes.append(("object", list(range(n))))
     set_pass = getattr(provider, "set_pass", None)  # providers with separate person / object results
-    is_drifted = getattr(provider, "is_drifted", None)
+    provider_drift = getattr(provider, "is_drifted", None)
+    is_drifted = None if provider_drift is None else (
+        lambda t, i, box: provider_drift(t, i, box, threshold=cfg.drift_threshold))
+    lost_ratio = propagator.config.lost_ratio
     learn = getattr(provider, "observe", None)
     if is_drifted is not None:
         drop_drifted(views, is_drifted, range(num_frames), range(n), log)
@@ -193,13 +221,26 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             continue
         if set_pass is not None:
             set_pass(kind)
+        tried: set[tuple[int, int]] = set()
+        failures = dict.fromkeys(targets, 0)
         while cfg.max_rounds is None or len(log.recoveries) < cfg.max_rounds:
-            found = _best_candidate(views, provider, targets, cfg)
+            searched = [j for j in targets if cfg.max_failures is None or failures[j] < cfg.max_failures]
+            found = _best_candidate(views, provider, searched, cfg, tried) if searched else None
             if found is None:
                 break
             t, j, box, score = found
+            before = state.probs.snapshot(t), state.anchors[t].copy()
             state.anchors[t, j] = t
             propagator.reinitialize(source, state, t, j, box)
+            views.invalidate([t])
+            if cfg.undo_failed and reinit_failed(views, is_drifted, t, j, lost_ratio):
+                state.probs.restore(t, before[0])
+                state.anchors[t] = before[1]
+                views.invalidate([t])
+                tried.add((t, j))
+                failures[j] += 1
+                log.undone.append(Recovery(t, j, box, score, kind))
+                continue
             earlier = np.flatnonzero(views.presence[:t, j])
             start = int(earlier[-1]) if earlier.size else 0
             propagator.predict(source, state, t - 1, start, -1, [j])
