@@ -45,7 +45,7 @@ def test_finetuning_trains_its_scope_only_and_leaves_the_network_alone(scope):
 
 
 def test_unknown_scope_is_refused():
-    with pytest.raises(ValueError, match="finetune scope 'backbone'"):
+    with pytest.raises(ValueError, match="finetune_scope 'backbone'"):
         finetuned_copy(_net(), [_batch()], 1, 1e-3, scope="backbone")
 
 

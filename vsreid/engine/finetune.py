@@ -32,6 +32,12 @@ def first_frame_batches(source: SequenceSource, crop_size: int, steps: int, batc
 #: flow backbone; ``heads``: the ASPPs, classifiers, prior skip and refiner over both backbones. A kept backbone needs
 #: no backward pass, the largest part of a step's cost.
 FINETUNE_SCOPES = {"all": (), "image": ("flow_backbone",), "heads": ("backbone", "flow_backbone")}
+def check_scope(scope: str) -> None:
+    """ValueError unless ``scope`` is a key of :data:`FINETUNE_SCOPES`."""
+    if scope not in FINETUNE_SCOPES:
+        raise ValueError(f"finetune_scope {scope!r}: expected one of {tuple(FINETUNE_SCOPES)}")
+
+
 #: Samples per backward pass: a step's batch is run in parts of this many and their gradients summed (the same step,
 #: as BN is frozen), so the autograd buffers held at once are those of one sample (about 0.5 GB for the whole Lite
 #: network at 321 px) whatever the batch size; one sample per pass costs no more time per step than two
@@ -46,8 +52,7 @@ def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: floa
     them), in eval mode; each batch runs in parts of :data:`BACKWARD_SAMPLES`. ``net`` is left as it was; works
     under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled). Dropout draws from its own random
     stream seeded with ``seed``, so a sequence gets the same copy whatever ran before it in the process."""
-    if scope not in FINETUNE_SCOPES:
-        raise ValueError(f"finetune scope {scope!r}: expected one of {tuple(FINETUNE_SCOPES)}")
+    check_scope(scope)
     device = next(net.parameters()).device
     devices = [device] if device.type == "cuda" else []
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=devices):

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from vsreid.models.inference_graph import inference_graph
 
-from .finetune import FINETUNE_SCOPES, finetuned_copy, first_frame_batches
+from .finetune import check_scope, finetuned_copy, first_frame_batches
 from .predictor import PatchPredictor
 from .propagator import PropagationConfig, Propagator
 from .reid.provider import ReIDProvider
@@ -46,8 +46,7 @@ class SegmentSettings:
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def __post_init__(self):
-        if self.finetune_scope not in FINETUNE_SCOPES:
-            raise ValueError(f"finetune_scope {self.finetune_scope!r}: expected one of {tuple(FINETUNE_SCOPES)}")
+        check_scope(self.finetune_scope)
 
 
 def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
