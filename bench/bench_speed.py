@@ -15,6 +15,8 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   ``--compile`` also ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start).
 - One online finetuning step (4 samples of 321 px, AdamW, BN frozen) per finetuning scope: the whole network, all
   but the flow backbone, the heads over both backbones.
+- The embedded re-ID's appearance features of one 854x480 frame (its drift test computes them for every frame):
+  BN folded with NCHW weights against the shipped BN folded, channels_last net.
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
   (finetuning the whole network for 30 steps, BatchNorm unfolded, ``avg_pool2d`` box means).
@@ -23,6 +25,7 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import subprocess
 import sys
@@ -44,6 +47,7 @@ from vsreid.engine import segmenter
 from vsreid.engine.api import Segmenter
 from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy
 from vsreid.engine.predictor import PatchPredictor
+from vsreid.engine.reid.appearance import AppearanceReID
 from vsreid.models import box
 from vsreid.models.checkpoints import load_network
 from vsreid.models.guided import GuidedFilter
@@ -54,7 +58,7 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "samples"
 WEIGHTS = REPO / "checkpoints" / "vsreid_lite0.pt"
 SEQ, FRAME, CROP, CROPS = "car-shadow", 10, 321, 4
-SECTIONS = ("box", "warp", "network", "finetune", "predict", "help")
+SECTIONS = ("box", "warp", "network", "finetune", "reid", "predict", "help")
 
 
 def original_warp(values: np.ndarray, flow_to_source: np.ndarray, flow_from_source: np.ndarray,
@@ -240,6 +244,19 @@ def bench_finetune(step: dict, rounds: int) -> None:
     compare(f"online finetuning: copy + 1 step of {CROPS} samples of {CROP} px", sides, rounds)
 
 
+def bench_reid_features(step: dict, rounds: int) -> None:
+    shipped = AppearanceReID().net
+    nchw = copy.deepcopy(shipped).to(memory_format=torch.contiguous_format)
+    frame = torch.from_numpy(np.ascontiguousarray(step["frames"][1])).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        out = compare("re-ID appearance features of one 854x480 frame",
+                      {"BN folded, NCHW weights": lambda: nchw(frame),
+                       "BN folded, channels_last (shipped)": lambda: shipped(frame)}, rounds)
+    before, now = out.values()
+    print(f"  max |difference| of the features: {(before - now).abs().max():.1e} "
+          f"(largest feature {before.abs().max():.0f})")
+
+
 def bench_predict(rounds: int) -> None:
     seq = SAMPLE / "JPEGImages" / "480p" / SEQ
     mask = read_labels(next(iter(sorted((SAMPLE / "Annotations" / "480p" / SEQ).glob("*.png")))))
@@ -296,7 +313,8 @@ def main() -> int:
     step = load_step()
     sections = {"box": lambda: bench_box_means(args.rounds), "warp": lambda: bench_warp(step, args.rounds),
                 "network": lambda: bench_network(step, args.rounds, args.compile),
-                "finetune": lambda: bench_finetune(step, args.rounds), "predict": lambda: bench_predict(args.rounds),
+                "finetune": lambda: bench_finetune(step, args.rounds),
+                "reid": lambda: bench_reid_features(step, args.rounds), "predict": lambda: bench_predict(args.rounds),
                 "help": lambda: bench_help(args.rounds)}
     for name in args.sections or sections:
         sections[name]()
