@@ -29,7 +29,7 @@ def inference_graph(net: nn.Module, in_place: bool = False) -> nn.Module:
         m(torch.zeros((1, 3) + size[2:], device=device), torch.zeros((1, 2) + size[2:], device=device),
           torch.zeros(size, device=device), residual)
 
-    folded = fold_batchnorm(net.eval().requires_grad_(False), run) if in_place else folded_copy(net, run)
+    folded = fold_batchnorm(net, run) if in_place else folded_copy(net, run)
     return folded.to(memory_format=torch.channels_last)
 
 
@@ -38,11 +38,12 @@ def folded_copy(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Module
     ``nn.Identity``). ``run(module)`` calls the module on the kinds of input inference gives it (a small size will
     do), so that the pairs can be observed. ``net`` is unchanged. Folding assumes that a conv's output feeds only its
     BN, as in every conv-BN block of MP2S."""
-    return fold_batchnorm(copy.deepcopy(net).eval().requires_grad_(False), run)
+    return fold_batchnorm(copy.deepcopy(net), run)
 
 
 def fold_batchnorm(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Module:
-    """:func:`folded_copy` done on ``net`` itself (in eval mode, without gradients); returns it."""
+    """:func:`folded_copy` done on ``net`` itself, which it puts in eval mode without gradients; returns it."""
+    net.eval().requires_grad_(False)
     for parent, name, conv, bn in _conv_bn_pairs(net, run):
         _fold_into(conv, bn)
         setattr(parent, name, nn.Identity())
