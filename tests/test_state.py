@@ -30,6 +30,7 @@ def test_object_probs_match_a_dense_array_under_every_write():
                 if j != keep:
                     dense[t, j][where] = 0
         np.testing.assert_array_equal(probs.dense(), dense)
+        np.testing.assert_array_equal(probs.plane(t, i), dense[t, i].astype(np.float32))
     saved, dense_saved = probs.snapshot(0), dense[0].copy()
     probs.erase(0, np.ones((H, W), bool))
     probs.restore(0, saved)

@@ -63,9 +63,7 @@ class ObjectProbs:
 
     def plane(self, t: int, i: int) -> np.ndarray:
         """(H, W) float32 P(i) of frame t."""
-        out = np.zeros(self.shape[2:], np.float32)
-        self._paste(out, t, i)
-        return out
+        return self.crop(t, i, (0, 0, self.shape[3], self.shape[2]))
 
     def frame(self, t: int) -> np.ndarray:
         """(N, H, W) float32 P(i) of frame t for every object i."""
@@ -77,7 +75,14 @@ class ObjectProbs:
     def crop(self, t: int, i: int, box) -> np.ndarray:
         """(y2 - y1, x2 - x1) float32 P(i) of frame t inside ``box`` = (x1, y1, x2, y2), inside the frame."""
         x1, y1, x2, y2 = (int(v) for v in box)
-        return self.plane(t, i)[y1:y2, x1:x2]
+        out = np.zeros((y2 - y1, x2 - x1), np.float32)
+        patch = self._patches[t][i]
+        if patch is not None:  # only the part of the stored patch inside the box
+            px1, py1, px2, py2 = self._boxes[t, i]
+            ox1, oy1, ox2, oy2 = max(x1, px1), max(y1, py1), min(x2, px2), min(y2, py2)
+            if ox1 < ox2 and oy1 < oy2:
+                out[oy1 - y1:oy2 - y1, ox1 - x1:ox2 - x1] = patch[oy1 - py1:oy2 - py1, ox1 - px1:ox2 - px1]
+        return out
 
     @property
     def nbytes(self) -> int:
