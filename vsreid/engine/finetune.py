@@ -32,6 +32,8 @@ def first_frame_batches(source: SequenceSource, crop_size: int, steps: int, batc
 #: flow backbone; ``heads``: the ASPPs, classifiers, prior skip and refiner over both backbones. A kept backbone needs
 #: no backward pass, the largest part of a step's cost.
 FINETUNE_SCOPES = {"all": (), "image": ("flow_backbone",), "heads": ("backbone", "flow_backbone")}
+
+
 def check_scope(scope: str) -> None:
     """ValueError unless ``scope`` is a key of :data:`FINETUNE_SCOPES`."""
     if scope not in FINETUNE_SCOPES:

@@ -79,8 +79,7 @@ class VSReIDModule(LightningModule):
         reid_max_rounds: cap on accepted re-identifications per sequence (None = until no candidate qualifies).
         reid_drift_threshold, reid_undo_failed, reid_max_failures: the recovery's additions to the original's rules
             (drift test, undoing failed re-initialisations, searching an object no more after that many undone
-            ones); see
-            :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
+            ones); see :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
     """
 
     def __init__(

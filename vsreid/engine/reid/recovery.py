@@ -229,13 +229,13 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             if found is None:
                 break
             t, j, box, score = found
-            before = state.probs.snapshot(t), state.anchors[t].copy()
+            saved_probs, saved_anchors = state.probs.snapshot(t), state.anchors[t].copy()
             state.anchors[t, j] = t
             propagator.reinitialize(source, state, t, j, box)
             views.invalidate([t])
             if cfg.undo_failed and reinit_failed(views, is_drifted, t, j, lost_ratio):
-                state.probs.restore(t, before[0])
-                state.anchors[t] = before[1]
+                state.probs.restore(t, saved_probs)
+                state.anchors[t] = saved_anchors
                 views.invalidate([t])
                 tried.add((t, j))
                 failures[j] += 1
