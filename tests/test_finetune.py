@@ -6,7 +6,7 @@ import torch
 
 from vsreid.data.labels import VOID
 from vsreid.engine import finetune
-from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy
+from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy, kept_parts
 from vsreid.models import MP2S
 from vsreid.models.losses import segmentation_loss
 
@@ -38,10 +38,27 @@ def test_finetuning_trains_its_scope_only_and_leaves_the_network_alone(scope):
     net = _net()
     state = {k: v.clone() for k, v in net.state_dict().items()}
     tuned = finetuned_copy(net, [_batch()] * 3, 3, 1e-3, scope=scope)
+    kept = {f"{name}.{p}" for name, module in net.named_modules() if any(module is m for m in kept_parts(net, scope))
+            for p, _ in module.named_parameters()}
+    before, after = dict(net.named_parameters()), dict(tuned.named_parameters())
+    for name in before:
+        if name in kept:
+            assert torch.equal(before[name], after[name]), name
     for part in ("backbone", "flow_backbone", "aspp", "flow_aspp", "refiner"):
-        assert _changed(net, tuned, part) == (part not in FINETUNE_SCOPES[scope]), part
+        whole = all(name in kept for name in before if name.startswith(part + "."))
+        assert _changed(net, tuned, part) == (not whole), part
     assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
     assert not tuned.training and not any(p.requires_grad for p in tuned.parameters())
+
+
+def test_stride_scopes_keep_the_image_streams_high_resolution_layers():
+    net = _net()
+    below8 = kept_parts(net, "image_s8")
+    assert net.flow_backbone in below8 and net.backbone._conv_stem in below8
+    blocks = [b for b in net.backbone._blocks if b in below8]
+    assert blocks == list(net.backbone._blocks[:len(blocks)])  # the first blocks, up to the last at stride 4
+    assert [s for b, s in zip(net.backbone._blocks, net.backbone.block_strides) if b in below8] == [2, 4, 4]
+    assert len(kept_parts(net, "image_s16")) > len(below8)
 
 
 def test_unknown_scope_is_refused():

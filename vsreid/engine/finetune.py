@@ -29,9 +29,25 @@ def first_frame_batches(source: SequenceSource, crop_size: int, steps: int, batc
 
 
 #: What online finetuning trains, mapped to the MP2S parts it keeps as they are: ``all`` of it; ``image``: all but the
-#: flow backbone; ``heads``: the ASPPs, classifiers, prior skip and refiner over both backbones. A kept backbone needs
-#: no backward pass, the largest part of a step's cost.
-FINETUNE_SCOPES = {"all": (), "image": ("flow_backbone",), "heads": ("backbone", "flow_backbone")}
+#: flow backbone; ``image_s8`` / ``image_s16``: also keeps the image stream's layers below stride 8 / 16 (its
+#: high-resolution layers, the costliest to backpropagate through; the refiner then reads fixed stride-2 and 4
+#: features); ``heads``: the ASPPs, classifiers, prior skip and refiner over both backbones. A kept part needs no
+#: backward pass. ``backbone@S`` stands for the image backbone's layers below stride S (EfficientNet-Lite0 only).
+FINETUNE_SCOPES = {"all": (), "image": ("flow_backbone",), "image_s8": ("flow_backbone", "backbone@8"),
+                   "image_s16": ("flow_backbone", "backbone@16"), "heads": ("backbone", "flow_backbone")}
+
+
+def kept_parts(net: nn.Module, scope: str) -> list[nn.Module]:
+    """The modules of MP2S ``net`` that finetuning with ``scope`` leaves as they are."""
+    check_scope(scope)
+    parts = []
+    for name in FINETUNE_SCOPES[scope]:
+        path, _, stride = name.partition("@")
+        module = net.get_submodule(path)
+        if stride and not hasattr(module, "layers_below"):
+            raise ValueError(f"finetune_scope {scope!r} needs an efficientnet_lite0 image backbone")
+        parts += module.layers_below(int(stride)) if stride else [module]
+    return parts
 
 
 def check_scope(scope: str) -> None:
@@ -62,8 +78,8 @@ def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: floa
         tuned = copy.deepcopy(net)
         set_bn_frozen(tuned, True)  # MP2S remembers it: train() below keeps BN in eval mode
         tuned.train()
-        for name in FINETUNE_SCOPES[scope]:
-            getattr(tuned, name).requires_grad_(False)
+        for part in kept_parts(tuned, scope):
+            part.requires_grad_(False)
         groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]}
                   for g in mp2s_param_groups(tuned, lr, 0.0)]
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)

@@ -69,6 +69,7 @@ class EfficientNetLite0(nn.Module):
 
         blocks, in_ch, stride_so_far, dilation = [], STEM_CHANNELS, 2, 1
         self.low_level = {}  # stride (2, 4) -> (index of the last block at that stride, its channels)
+        self.block_strides = []  # output stride of each block
         for kernel, stride, expand, out_ch, repeats in STAGES:
             for i in range(repeats):
                 s = stride if i == 0 else 1
@@ -76,6 +77,7 @@ class EfficientNetLite0(nn.Module):
                     dilation, s = dilation * s, 1
                 stride_so_far *= s
                 blocks.append(MBConv(in_ch, out_ch, kernel, s, expand, dilation, bn_momentum))
+                self.block_strides.append(stride_so_far)
                 in_ch = out_ch
                 if stride_so_far in (2, 4):
                     self.low_level[stride_so_far] = (len(blocks) - 1, out_ch)
@@ -97,6 +99,12 @@ class EfficientNetLite0(nn.Module):
 
     def forward(self, x: torch.Tensor, prob: torch.Tensor | None = None) -> torch.Tensor:
         return self.forward_pyramid(x, prob)[0]
+
+    def layers_below(self, stride: int) -> list[nn.Module]:
+        """The stem (with ``prob_encode``) and the blocks whose output stride is below ``stride``: the layers that
+        compute the features up to stride ``stride // 2``."""
+        blocks = [b for b, s in zip(self._blocks, self.block_strides) if s < stride]
+        return [self._conv_stem, self.prob_encode, self._bn0, *blocks]
 
     def forward_pyramid(self, x: torch.Tensor, prob: torch.Tensor | None = None):
         """``(features, low4, low2)``: the output plus the last features at stride 4 (24 ch) and 2 (16 ch)."""
