@@ -58,7 +58,6 @@ def test_stride_scopes_keep_the_image_streams_high_resolution_layers():
     blocks = [b for b in net.backbone._blocks if b in below8]
     assert blocks == list(net.backbone._blocks[:len(blocks)])  # the first blocks, up to the last at stride 4
     assert [s for b, s in zip(net.backbone._blocks, net.backbone.block_strides) if b in below8] == [2, 4, 4]
-    assert len(kept_parts(net, "image_s16")) > len(below8)
 
 
 def test_unknown_scope_is_refused():

@@ -29,12 +29,12 @@ def first_frame_batches(source: SequenceSource, crop_size: int, steps: int, batc
 
 
 #: What online finetuning trains, mapped to the MP2S parts it keeps as they are: ``all`` of it; ``image``: all but the
-#: flow backbone; ``image_s8`` / ``image_s16``: also keeps the image stream's layers below stride 8 / 16 (its
-#: high-resolution layers, the costliest to backpropagate through; the refiner then reads fixed stride-2 and 4
-#: features); ``heads``: the ASPPs, classifiers, prior skip and refiner over both backbones. A kept part needs no
-#: backward pass. ``backbone@S`` stands for the image backbone's layers below stride S (EfficientNet-Lite0 only).
+#: flow backbone; ``image_s8``: also keeps the image stream's layers below stride 8 (its high-resolution layers; the
+#: refiner then reads fixed stride-2 and 4 features); ``heads``: the ASPPs, classifiers, prior skip and refiner over
+#: both backbones. A kept part needs no backward pass. ``backbone@S`` stands for the image backbone's layers below
+#: stride S (EfficientNet-Lite0 only).
 FINETUNE_SCOPES = {"all": (), "image": ("flow_backbone",), "image_s8": ("flow_backbone", "backbone@8"),
-                   "image_s16": ("flow_backbone", "backbone@16"), "heads": ("backbone", "flow_backbone")}
+                   "heads": ("backbone", "flow_backbone")}
 
 
 def kept_parts(net: nn.Module, scope: str) -> list[nn.Module]:

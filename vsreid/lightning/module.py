@@ -70,7 +70,7 @@ class VSReIDModule(LightningModule):
         finetune_lr: learning rate of online finetuning.
         finetune_crop_size: crop side of the online finetuning samples.
         finetune_batch_size: samples per online finetuning step.
-        finetune_scope: what online finetuning trains (``all``, ``image``, ``image_s8``, ``image_s16``, ``heads``; see
+        finetune_scope: what online finetuning trains (``all``, ``image``, ``image_s8``, ``heads``; see
             :data:`vsreid.engine.finetune.FINETUNE_SCOPES`).
         reid: apply re-ID recovery after the forward pass (``--reid false`` switches it off).
         reid_provider: ``appearance`` (embedded, nothing precomputed) or ``original`` (the original's pickles).
