@@ -510,6 +510,23 @@ def test_evaluate_reid_breakdown(tmp_path):
                                    abs=1e-4)
 
 
+def test_appearance_reid_upsamples_frames_with_small_objects(synthetic):
+    """Frames are upsampled so that the smallest first-frame object spans ``object_cells`` cells, within
+    ``max_pixels`` and never below the frame's own size; boxes stay in frame pixels."""
+    root, seq = synthetic
+    ids = [o["id"] for o in seq.meta["objects"]]
+    side = min(np.sqrt(np.prod(np.diff(np.reshape(object_box(seq.labels[0] == i, box_enlargement=0.0), (2, 2)),
+                                       axis=0))) for i in ids)
+    for kw, factor in (({"object_cells": 6}, 6 * 16 / side), ({"object_cells": 0.1}, 1.0),
+                       ({"object_cells": 50, "max_pixels": 4 * 240 * 432}, 2.0)):
+        reid = AppearanceReID(**kw)
+        reid.prepare(_source(root, seq.name), seq.labels[0], ids)
+        assert reid.upsample == pytest.approx(factor) and reid.stride == pytest.approx(16 / factor)
+        assert reid.frame_features(0).shape[1:] == (np.ceil(240 * factor / 16), np.ceil(432 * factor / 16))
+        boxes = reid.candidates(1, 0)[:, :4]
+        assert len(boxes) and np.all(boxes >= 0) and np.all(boxes[:, 2] <= 432) and np.all(boxes[:, 3] <= 240)
+
+
 def test_appearance_reid_judges_drift(synthetic):
     """Ground-truth boxes of well visible objects are never drifted; background boxes of their size always are."""
     root, seq = synthetic

@@ -1,10 +1,10 @@
 """The embedded re-ID provider: ImageNet EfficientNet-Lite0 features, colour histograms and template correlation.
 
 Nothing is precomputed and nothing is learnt offline. Each object's first-frame appearance (its tight box on a
-stride-16 feature map, with its mask) is searched in a frame by multi-scale normalised cross-correlation; the union of
-all objects' peaks is then scored for every object by comparing the candidate with the template: features sampled on
-a 7x7 grid and weighted by the object's mask (masked-average embedding cosine and cell-by-cell cosine), and the
-mask-weighted Lab colour histogram (Bhattacharyya coefficient).
+stride-16 feature map of the frame, upsampled when the objects are small, with its mask) is searched in a frame by
+multi-scale normalised cross-correlation; the union of all objects' peaks is then scored for every object by comparing
+the candidate with the template: features sampled on a 7x7 grid and weighted by the object's mask (masked-average
+embedding cosine and cell-by-cell cosine), and the mask-weighted Lab colour histogram (Bhattacharyya coefficient).
 
 Two online refinements serve the recovery loop (:func:`vsreid.engine.reid.recovery.recover`):
 
@@ -91,10 +91,10 @@ class _Boxes:
     bins: np.ndarray
 
 
-def _roi_sample(features: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear samples [M,C,gh,gw] of stride-16 features [C,h,w] at the cell centres of a grid over each box.
+def _roi_sample(features: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int], stride: float) -> torch.Tensor:
+    """Bilinear samples [M,C,gh,gw] of features [C,h,w] at the cell centres of a grid over each box.
 
-    ``boxes``: (M, 4) x1, y1, x2, y2 in frame pixels.
+    ``boxes``: (M, 4) x1, y1, x2, y2 in frame pixels; ``stride``: frame pixels per feature cell.
     """
     _, h, w = features.shape
     gh, gw = size
@@ -102,8 +102,8 @@ def _roi_sample(features: torch.Tensor, boxes: torch.Tensor, size: tuple[int, in
     fx = (torch.arange(gw, dtype=boxes.dtype, device=boxes.device) + 0.5) / gw
     xs = boxes[:, 0:1] + fx[None] * (boxes[:, 2:3] - boxes[:, 0:1])
     ys = boxes[:, 1:2] + fy[None] * (boxes[:, 3:4] - boxes[:, 1:2])
-    grid = torch.stack([(xs / (w * STRIDE) * 2 - 1)[:, None, :].expand(-1, gh, -1),
-                        (ys / (h * STRIDE) * 2 - 1)[:, :, None].expand(-1, -1, gw)], dim=-1)
+    grid = torch.stack([(xs / (w * stride) * 2 - 1)[:, None, :].expand(-1, gh, -1),
+                        (ys / (h * stride) * 2 - 1)[:, :, None].expand(-1, -1, gw)], dim=-1)
     return F.grid_sample(features[None].expand(len(boxes), -1, -1, -1), grid, align_corners=False)
 
 
@@ -174,12 +174,16 @@ class AppearanceReID:
         max_memory: views and distractors remembered per object (the oldest are forgotten first).
         cache_frames: frames whose features are kept (LRU; 0.7 MB a 480p frame); candidates are cached for the
             whole sequence.
+        object_cells, max_pixels: frames are upsampled before their features are taken so that the smallest object
+            of the first frame spans ``object_cells`` stride-16 cells (square root of its box area; small objects
+            are otherwise a cell or two), but to at most ``max_pixels`` pixels a frame (2 MP: x4.9 the features'
+            cost at 854x480) and never downsampled.
     """
 
     def __init__(self, device: str | torch.device | None = None, scales=SCALES, top_k: int = 5,
                  nms_iou: float = 0.5, colour_weight: float = 0.5, similarity_center: float = 0.7,
-                 similarity_width: float = 0.05, drift_similarity: float = 0.3, max_memory: int = 16,
-                 cache_frames: int = 64):
+                 similarity_width: float = 0.05, drift_similarity: float = 0.45, max_memory: int = 16,
+                 cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6):
         self.device = torch.device(device or "cpu")
         self.net = folded_copy(_Stride16Features(), lambda net: net(torch.zeros(1, 3, 64, 64))).to(
             self.device, memory_format=torch.channels_last)  # BN folded, channels_last: x2.1 a frame (bench_speed)
@@ -188,6 +192,8 @@ class AppearanceReID:
         self.center, self.width = similarity_center, similarity_width
         self.drift_similarity, self.max_memory = drift_similarity, max_memory
         self.cache_frames = cache_frames
+        self.object_cells, self.max_pixels = object_cells, max_pixels
+        self.upsample, self.stride = 1.0, float(STRIDE)  # per sequence: see prepare
         self._features: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._boxes: dict[int, _Boxes] = {}
         self._scores: dict[tuple[int, int], np.ndarray] = {}  # (frame, object) -> scores of the frame's boxes
@@ -202,6 +208,11 @@ class AppearanceReID:
     def prepare(self, source, first_labels: np.ndarray, object_ids) -> None:
         """Templates of the objects with ``object_ids`` (index i = ``object_ids[i]``) in ``first_labels`` (H, W)."""
         self.source = source
+        boxes = [object_box(first_labels == oid, box_enlargement=0.0) for oid in object_ids]
+        side = min(np.sqrt((x2 - x1) * (y2 - y1)) for x1, y1, x2, y2 in boxes)
+        most = np.sqrt(self.max_pixels / (source.width * source.height))
+        self.upsample = float(max(1.0, min(self.object_cells * STRIDE / side, most)))
+        self.stride = STRIDE / self.upsample
         self._features.clear()
         self._boxes.clear()
         self._scores.clear()
@@ -256,12 +267,16 @@ class AppearanceReID:
     # ------------------------------------------------------------------ features and templates
     @torch.no_grad()
     def frame_features(self, t: int) -> torch.Tensor:
-        """[112, ceil(H/16), ceil(W/16)] features of frame t of the prepared sequence (LRU-cached)."""
+        """[112, ceil(H*u/16), ceil(W*u/16)] features of frame t of the prepared sequence (LRU-cached), u =
+        ``upsample`` (see ``object_cells``)."""
         if t in self._features:
             self._features.move_to_end(t)
             return self._features[t]
         rgb = torch.from_numpy(np.ascontiguousarray(self.source.frame(t))).to(self.device)
-        feats = self.net(rgb.permute(2, 0, 1)[None].float() / 255)[0]
+        image = rgb.permute(2, 0, 1)[None].float() / 255
+        if self.upsample > 1:
+            image = F.interpolate(image, scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        feats = self.net(image)[0]
         self._features[t] = feats
         if len(self._features) > self.cache_frames:
             self._features.popitem(last=False)
@@ -273,7 +288,8 @@ class AppearanceReID:
         x1, y1, x2, y2 = box
         crop = torch.from_numpy(mask[y1:y2, x1:x2].astype(np.float32))[None, None].to(self.device)
         box_t = torch.tensor([box], dtype=torch.float32, device=self.device)
-        grid, grid_mask = _roi_sample(feats, box_t, (GRID, GRID))[0], F.adaptive_avg_pool2d(crop, GRID)[0, 0]
+        grid = _roi_sample(feats, box_t, (GRID, GRID), self.stride)[0]
+        grid_mask = F.adaptive_avg_pool2d(crop, GRID)[0, 0]
         weights = cv2.resize(mask[y1:y2, x1:x2].astype(np.float32), (COLOUR_SIDE, COLOUR_SIDE),
                              interpolation=cv2.INTER_AREA).ravel().astype(np.float64)
         colour = _colour_histograms(_colour_bins(self.source.frame(0), np.array([box], np.float64)), weights)[0]
@@ -281,18 +297,19 @@ class AppearanceReID:
         _, fh, fw = feats.shape
         for s in self.scales:
             bw, bh = (x2 - x1) * s, (y2 - y1) * s
-            pool = max(1, int(np.ceil(max(bh, bw) / STRIDE / MAX_KERNEL)))
-            gw = int(np.clip(round(bw / STRIDE / pool), 1, max(1, fw // pool)))
-            gh = int(np.clip(round(bh / STRIDE / pool), 1, max(1, fh // pool)))
+            pool = max(1, int(np.ceil(max(bh, bw) / self.stride / MAX_KERNEL)))
+            gw = int(np.clip(round(bw / self.stride / pool), 1, max(1, fw // pool)))
+            gh = int(np.clip(round(bh / self.stride / pool), 1, max(1, fh // pool)))
             m = F.adaptive_avg_pool2d(crop, (gh, gw))[0, 0]
-            kernel = _roi_sample(feats, box_t, (gh, gw))[0] * m
+            kernel = _roi_sample(feats, box_t, (gh, gw), self.stride)[0] * m
             self.kernels.append(_Kernel(i, bw, bh, pool, kernel / kernel.norm().clamp_min(1e-6), m * m))
 
     # ------------------------------------------------------------------ search and scoring
     @torch.no_grad()
     def _describe(self, t: int, boxes: np.ndarray) -> _Boxes:
         """Feature grids and colour bins of boxes (M, 4) in frame t."""
-        grids = _roi_sample(self.frame_features(t), torch.from_numpy(boxes).float().to(self.device), (GRID, GRID))
+        grids = _roi_sample(self.frame_features(t), torch.from_numpy(boxes).float().to(self.device), (GRID, GRID),
+                            self.stride)
         return _Boxes(boxes, grids, _colour_bins(self.source.frame(t), boxes))
 
     def _frame_boxes(self, t: int) -> _Boxes:
@@ -359,8 +376,8 @@ class AppearanceReID:
                 vals = scores[ys, xs]
                 best = torch.argsort(vals, descending=True)[:self.top_k]
                 gh, gw = k.mask2.shape
-                cx = ((xs[best] - pad[1] + (size[1] - gw) // 2).double() + gw / 2) * STRIDE * pool
-                cy = ((ys[best] - pad[0] + (size[0] - gh) // 2).double() + gh / 2) * STRIDE * pool
+                cx = ((xs[best] - pad[1] + (size[1] - gw) // 2).double() + gw / 2) * self.stride * pool
+                cy = ((ys[best] - pad[0] + (size[0] - gh) // 2).double() + gh / 2) * self.stride * pool
                 found[k.obj][0].append(torch.stack([cx - k.bw / 2, cy - k.bh / 2, cx + k.bw / 2, cy + k.bh / 2], 1))
                 found[k.obj][1].append(vals[best])
         out = []
