@@ -17,6 +17,7 @@ Two online refinements serve the recovery loop (:func:`vsreid.engine.reid.recove
 """
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 
@@ -136,18 +137,20 @@ def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _colour_bins(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(M, COLOUR_SIDE^2) int Lab histogram bin of every pixel of each box (M, 4) of an RGB uint8 frame, after
     resizing the box to COLOUR_SIDE x COLOUR_SIDE."""
+    if len(boxes) == 0:
+        return np.zeros((0, COLOUR_SIDE * COLOUR_SIDE), np.int64)
     h, w = frame.shape[:2]
-    out = np.zeros((len(boxes), COLOUR_SIDE * COLOUR_SIDE), np.int64)
-    for m, (x1, y1, x2, y2) in enumerate(boxes):
-        x1, y1 = int(np.clip(x1, 0, w - 1)), int(np.clip(y1, 0, h - 1))
-        x2, y2 = int(np.clip(np.ceil(x2), x1 + 1, w)), int(np.clip(np.ceil(y2), y1 + 1, h))
-        crop = cv2.resize(frame[y1:y2, x1:x2], (COLOUR_SIDE, COLOUR_SIDE), interpolation=cv2.INTER_AREA)
-        lab = cv2.cvtColor(np.ascontiguousarray(crop), cv2.COLOR_RGB2LAB).reshape(-1, 3).astype(np.int64)
-        nl, na, nb = COLOUR_BINS
-        a = np.clip((lab[:, 1] - 64) * na // 128, 0, na - 1)
-        b = np.clip((lab[:, 2] - 64) * nb // 128, 0, nb - 1)
-        out[m] = (lab[:, 0] * nl // 256 * na + a) * nb + b
-    return out
+    crops = np.zeros((len(boxes) * COLOUR_SIDE, COLOUR_SIDE, 3), np.uint8)  # the resized boxes, stacked
+    for m, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+        x1, y1 = int(min(max(x1, 0), w - 1)), int(min(max(y1, 0), h - 1))
+        x2, y2 = min(max(math.ceil(x2), x1 + 1), w), min(max(math.ceil(y2), y1 + 1), h)
+        crops[m * COLOUR_SIDE:(m + 1) * COLOUR_SIDE] = cv2.resize(frame[y1:y2, x1:x2], (COLOUR_SIDE, COLOUR_SIDE),
+                                                                  interpolation=cv2.INTER_AREA)
+    lab = cv2.cvtColor(crops, cv2.COLOR_RGB2LAB).reshape(len(boxes), -1, 3).astype(np.int64)
+    nl, na, nb = COLOUR_BINS
+    a = np.clip((lab[..., 1] - 64) * na // 128, 0, na - 1)
+    b = np.clip((lab[..., 2] - 64) * nb // 128, 0, nb - 1)
+    return (lab[..., 0] * nl // 256 * na + a) * nb + b
 
 
 def _colour_histograms(bins: np.ndarray, weights: np.ndarray) -> np.ndarray:
