@@ -527,6 +527,25 @@ def test_appearance_reid_upsamples_frames_with_small_objects(synthetic):
         assert len(boxes) and np.all(boxes >= 0) and np.all(boxes[:, 2] <= 432) and np.all(boxes[:, 3] <= 240)
 
 
+def test_appearance_reid_refines_a_peak_box_onto_its_object(synthetic):
+    """A box off the object (shrunk, stretched and shifted) is refined to one that overlaps it better."""
+    root, seq = synthetic
+    objects = seq.meta["objects"]
+    reid = AppearanceReID()
+    reid.prepare(_source(root, seq.name), seq.labels[0], [o["id"] for o in objects])
+    before, after = [], []
+    for t in range(1, len(seq.labels), 4):
+        for i, obj in enumerate(objects):
+            if obj["area"][t] >= 0.9 * obj["full_area"][t]:
+                truth = object_box(seq.labels[t] == obj["id"], box_enlargement=0.0)
+                x1, y1, x2, y2 = truth
+                w, h = x2 - x1, y2 - y1
+                off = np.array([[x1 + 0.2 * w, y1, x1 + w, y1 + 0.8 * h]], np.float64)
+                before.append(_iou(off[0], truth))
+                after.append(_iou(reid._refine(t, off, i)[0], truth))
+    assert len(before) >= 10 and np.mean(after) > np.mean(before) + 0.1 and np.mean(after) > 0.75
+
+
 def test_appearance_reid_judges_drift(synthetic):
     """Ground-truth boxes of well visible objects are never drifted; background boxes of their size always are."""
     root, seq = synthetic

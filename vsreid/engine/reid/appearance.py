@@ -2,9 +2,10 @@
 
 Nothing is precomputed and nothing is learnt offline. Each object's first-frame appearance (its tight box on a
 stride-16 feature map of the frame, upsampled when the objects are small, with its mask) is searched in a frame by
-multi-scale normalised cross-correlation; the union of all objects' peaks is then scored for every object by comparing
-the candidate with the template: features sampled on a 7x7 grid and weighted by the object's mask (masked-average
-embedding cosine and cell-by-cell cosine), and the mask-weighted Lab colour histogram (Bhattacharyya coefficient).
+multi-scale normalised cross-correlation; each peak's box is refined to the variant (scale, aspect, shift) most
+similar to its object; the union of all objects' peaks is then scored for every object by comparing the candidate with
+the template: features sampled on a 7x7 grid and weighted by the object's mask (masked-average embedding cosine and
+cell-by-cell cosine), and the mask-weighted Lab colour histogram (Bhattacharyya coefficient).
 
 Two online refinements serve the recovery loop (:func:`vsreid.engine.reid.recovery.recover`):
 
@@ -17,6 +18,7 @@ Two online refinements serve the recovery loop (:func:`vsreid.engine.reid.recove
 """
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -38,6 +40,8 @@ STRIDE16_BLOCKS = 11  # EfficientNet-Lite0 blocks up to the end of stage 5 (112 
 GRID = 7  # side of the grid candidates and templates are compared on
 MAX_KERNEL = 8  # larger templates are correlated with average-pooled features (bounds the cost)
 SCALES = tuple(float(2 ** (k / 3)) for k in range(-3, 4))  # 0.5 .. 2, adjacent boxes overlap with IoU 0.63
+REFINE_STEPS = (0.8, 1.0, 1.25)  # a peak's box is refined over these scale and aspect factors ...
+REFINE_SHIFTS = (-0.15, 0.0, 0.15)  # ... and shifts (fractions of its width and height), 81 boxes a peak
 COLOUR_SIDE = 24  # boxes are resized to this square before their colour histogram is taken
 COLOUR_BINS = (4, 8, 8)  # Lab histogram bins: L over 0-255, a and b over 64-191 (OpenCV's 8-bit Lab)
 
@@ -174,6 +178,7 @@ class AppearanceReID:
             ``sigmoid((similarity - center) / width)`` of its :meth:`similarity` with i's template, so ``center`` maps
             to the recovery threshold 0.5 (calibration in the README's re-ID section).
         drift_similarity: :meth:`is_drifted` is true below this similarity.
+        refine: each correlation peak's box is refined (:meth:`_refine`) before it becomes a candidate.
         max_memory: views and distractors remembered per object (the oldest are forgotten first).
         cache_frames: frames whose features are kept (LRU; 0.7 MB a 480p frame); candidates are cached for the
             whole sequence.
@@ -185,7 +190,8 @@ class AppearanceReID:
 
     def __init__(self, device: str | torch.device | None = None, scales=SCALES, top_k: int = 5,
                  nms_iou: float = 0.5, colour_weight: float = 0.5, similarity_center: float = 0.7,
-                 similarity_width: float = 0.05, drift_similarity: float = 0.45, max_memory: int = 16,
+                 similarity_width: float = 0.05, drift_similarity: float = 0.45, refine: bool = True,
+                 max_memory: int = 16,
                  cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6):
         self.device = torch.device(device or "cpu")
         self.net = folded_copy(_Stride16Features(), lambda net: net(torch.zeros(1, 3, 64, 64))).to(
@@ -194,6 +200,7 @@ class AppearanceReID:
         self.colour_weight = colour_weight
         self.center, self.width = similarity_center, similarity_width
         self.drift_similarity, self.max_memory = drift_similarity, max_memory
+        self.refine = refine
         self.cache_frames = cache_frames
         self.object_cells, self.max_pixels = object_cells, max_pixels
         self.upsample, self.stride = 1.0, float(STRIDE)  # per sequence: see prepare
@@ -316,10 +323,30 @@ class AppearanceReID:
         return _Boxes(boxes, grids, _colour_bins(self.source.frame(t), boxes))
 
     def _frame_boxes(self, t: int) -> _Boxes:
-        """The union of every object's correlation peaks in frame t, described (cached for the sequence)."""
+        """The union of every object's correlation peaks in frame t (each refined with :meth:`_refine` when
+        ``refine``), described (cached for the sequence)."""
         if t not in self._boxes:
-            self._boxes[t] = self._describe(t, self._search(self.frame_features(t)))
+            peaks = self._search(self.frame_features(t))
+            if self.refine:
+                peaks = [self._refine(t, boxes, i) for i, boxes in enumerate(peaks)]
+            self._boxes[t] = self._describe(t, np.concatenate(peaks).reshape(-1, 4))
         return self._boxes[t]
+
+    def _refine(self, t: int, boxes: np.ndarray, i: int) -> np.ndarray:
+        """(K, 4) boxes (K, 4) of object i's peaks in frame t, each replaced by the most similar to i's template of
+        its variants: scaled, stretched and shifted by every combination of REFINE_STEPS and REFINE_SHIFTS."""
+        if len(boxes) == 0:
+            return boxes
+        scale, aspect, dx, dy = np.array(list(itertools.product(REFINE_STEPS, REFINE_STEPS, REFINE_SHIFTS,
+                                                                REFINE_SHIFTS))).T
+        w, h = (boxes[:, 2] - boxes[:, 0])[:, None], (boxes[:, 3] - boxes[:, 1])[:, None]
+        cx, cy = (boxes[:, 0] + boxes[:, 2])[:, None] / 2 + dx * w, (boxes[:, 1] + boxes[:, 3])[:, None] / 2 + dy * h
+        half_w, half_h = w * scale * np.sqrt(aspect) / 2, h * scale / np.sqrt(aspect) / 2
+        variants = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)  # (K, 81, 4)
+        variants = np.clip(variants, 0, [self.source.width, self.source.height] * 2)
+        sims = self._match(self._describe(t, variants.reshape(-1, 4)), self.templates[i]).reshape(variants.shape[:2])
+        sims[(variants[..., 2] - variants[..., 0] < 1) | (variants[..., 3] - variants[..., 1] < 1)] = -1
+        return variants[np.arange(len(boxes)), np.argmax(sims, axis=1)]
 
     @torch.no_grad()
     def _match(self, found: _Boxes, ref: _Template, hists: np.ndarray | None = None) -> np.ndarray:
@@ -356,8 +383,8 @@ class AppearanceReID:
         found = self._describe(t, np.asarray(boxes, np.float64))
         return np.stack([self._match(found, tpl) for tpl in self.templates])
 
-    def _search(self, feats: torch.Tensor) -> np.ndarray:
-        """(M, 4) boxes in frame pixels: per object its ``top_k`` correlation peaks over all scales, after NMS.
+    def _search(self, feats: torch.Tensor) -> list[np.ndarray]:
+        """Per object, (K, 4) boxes in frame pixels: its ``top_k`` correlation peaks over all scales, after NMS.
 
         Kernels sharing a pooling factor run as one convolution (zero-padded to a common size, centred); the
         normalised cross-correlation at a position is the cosine between the masked template and the window.
@@ -390,4 +417,4 @@ class AppearanceReID:
             s = torch.cat(scores).cpu().numpy()
             ok = (b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])
             out.append(b[ok][_nms(b[ok], s[ok], self.nms_iou, self.top_k)])
-        return np.concatenate(out).reshape(-1, 4)
+        return out
