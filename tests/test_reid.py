@@ -599,9 +599,9 @@ def test_recovery_additions_are_predict_options():
     from vsreid.engine.segmenter import settings_from_arguments
     from vsreid.models.checkpoints import PREDICT_KEYS
 
-    given = {"reid_drift_threshold": 0.6, "reid_undo_failed": False, "reid_max_failures": 2}
+    given = {"reid_drift_threshold": 0.5, "reid_undo_failed": False, "reid_max_failures": 2}
     recovery = settings_from_arguments(given).recovery
-    assert (recovery.drift_threshold, recovery.undo_failed, recovery.max_failures) == (0.6, False, 2)
+    assert (recovery.drift_threshold, recovery.undo_failed, recovery.max_failures) == (0.5, False, 2)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 
