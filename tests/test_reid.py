@@ -510,6 +510,42 @@ def test_evaluate_reid_breakdown(tmp_path):
                                    abs=1e-4)
 
 
+def test_appearance_reid_upsamples_frames_with_small_objects(synthetic):
+    """Frames are upsampled so that the smallest first-frame object spans ``object_cells`` cells, within
+    ``max_pixels`` and never below the frame's own size; boxes stay in frame pixels."""
+    root, seq = synthetic
+    ids = [o["id"] for o in seq.meta["objects"]]
+    side = min(np.sqrt(np.prod(np.diff(np.reshape(object_box(seq.labels[0] == i, box_enlargement=0.0), (2, 2)),
+                                       axis=0))) for i in ids)
+    for kw, factor in (({"object_cells": 6}, 6 * 16 / side), ({"object_cells": 0.1}, 1.0),
+                       ({"object_cells": 50, "max_pixels": 4 * 240 * 432}, 2.0)):
+        reid = AppearanceReID(**kw)
+        reid.prepare(_source(root, seq.name), seq.labels[0], ids)
+        assert reid.upsample == pytest.approx(factor) and reid.stride == pytest.approx(16 / factor)
+        assert reid.frame_features(0).shape[1:] == (np.ceil(240 * factor / 16), np.ceil(432 * factor / 16))
+        boxes = reid.candidates(1, 0)[:, :4]
+        assert len(boxes) and np.all(boxes >= 0) and np.all(boxes[:, 2] <= 432) and np.all(boxes[:, 3] <= 240)
+
+
+def test_appearance_reid_refines_a_peak_box_onto_its_object(synthetic):
+    """A box off the object (shrunk, stretched and shifted) is refined to one that overlaps it better."""
+    root, seq = synthetic
+    objects = seq.meta["objects"]
+    reid = AppearanceReID()
+    reid.prepare(_source(root, seq.name), seq.labels[0], [o["id"] for o in objects])
+    before, after = [], []
+    for t in range(1, len(seq.labels), 4):
+        for i, obj in enumerate(objects):
+            if obj["area"][t] >= 0.9 * obj["full_area"][t]:
+                truth = object_box(seq.labels[t] == obj["id"], box_enlargement=0.0)
+                x1, y1, x2, y2 = truth
+                w, h = x2 - x1, y2 - y1
+                off = np.array([[x1 + 0.2 * w, y1, x1 + w, y1 + 0.8 * h]], np.float64)
+                before.append(_iou(off[0], truth))
+                after.append(_iou(reid._refine(t, off, i)[0], truth))
+    assert len(before) >= 10 and np.mean(after) > np.mean(before) + 0.1 and np.mean(after) > 0.75
+
+
 def test_appearance_reid_judges_drift(synthetic):
     """Ground-truth boxes of well visible objects are never drifted; background boxes of their size always are."""
     root, seq = synthetic
@@ -563,9 +599,9 @@ def test_recovery_additions_are_predict_options():
     from vsreid.engine.segmenter import settings_from_arguments
     from vsreid.models.checkpoints import PREDICT_KEYS
 
-    given = {"reid_drift_threshold": 0.6, "reid_undo_failed": False, "reid_max_failures": 2}
+    given = {"reid_drift_threshold": 0.5, "reid_undo_failed": False, "reid_max_failures": 2}
     recovery = settings_from_arguments(given).recovery
-    assert (recovery.drift_threshold, recovery.undo_failed, recovery.max_failures) == (0.6, False, 2)
+    assert (recovery.drift_threshold, recovery.undo_failed, recovery.max_failures) == (0.5, False, 2)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

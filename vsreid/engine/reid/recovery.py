@@ -38,7 +38,7 @@ class RecoveryConfig:
     person_threshold: float = 0.5
     max_rounds: int | None = None
     distractor_window: int = 10
-    drift_threshold: float = 0.45
+    drift_threshold: float = 0.6
     undo_failed: bool = True
     max_failures: int | None = None
 
