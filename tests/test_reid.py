@@ -365,6 +365,32 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
     assert (LOST_AT, 0) not in provider.observed  # object 1 was missing there
 
 
+class _MildDrift(_Verifying):
+    """Like _Verifying, but its drifted masks are only mildly unlike the object: they pass a drift test at 0.2."""
+
+    def is_drifted(self, t, i, box, threshold=None):
+        return threshold != 0.2 and super().is_drifted(t, i, box)
+
+
+def test_dropped_masks_that_reid_does_not_replace_are_put_back(tmp_path):
+    def stuck_draft(path):
+        root = _tiny_root(path)
+        write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
+        return _start(root)[:3]
+
+    source, propagator, state = stuck_draft(tmp_path / "restore")
+    log = recover(propagator, source, state, _MildDrift(), RecoveryConfig(distractor_window=2, drift_restore=0.2))
+    assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
+    assert (6, 0) in log.drifted and (6, 0) not in log.restored  # dropped there, then re-found: not put back
+    assert sorted(log.restored) == [(t, 0) for t in range(LOST_AT, 6)]  # searched, nothing found: put back
+    for t in range(LENGTHS["seqb"]):
+        assert (state.labels(t) == 1).any(), t
+    # below the restore level (or without it) a drop is final
+    source, propagator, state = stuck_draft(tmp_path / "final")
+    log = recover(propagator, source, state, _MildDrift(), RecoveryConfig(distractor_window=2, drift_restore=0.1))
+    assert log.restored == [] and not (state.labels(LOST_AT) == 1).any()
+
+
 # ----------------------------------------------------------------------------- (e) appearance provider
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
@@ -599,9 +625,11 @@ def test_recovery_additions_are_predict_options():
     from vsreid.engine.segmenter import settings_from_arguments
     from vsreid.models.checkpoints import PREDICT_KEYS
 
-    given = {"reid_drift_threshold": 0.5, "reid_undo_failed": False, "reid_max_failures": 2}
+    given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
+             "reid_max_failures": 2}
     recovery = settings_from_arguments(given).recovery
-    assert (recovery.drift_threshold, recovery.undo_failed, recovery.max_failures) == (0.5, False, 2)
+    assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures) == (
+        0.5, 0.4, False, 2)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

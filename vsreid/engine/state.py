@@ -51,6 +51,11 @@ class ObjectProbs:
                 x1, y1, x2, y2 = self._boxes[t, j]
                 patch[where[y1:y2, x1:x2]] = 0
 
+    def stored(self, t: int, i: int):
+        """Object i's stored prediction in frame t, (box, patch copy) or None, for :meth:`set`."""
+        patch = self._patches[t][i]
+        return None if patch is None else (tuple(int(v) for v in self._boxes[t, i]), patch.copy())
+
     def snapshot(self, t: int):
         """Frame t's stored predictions, for :meth:`restore`."""
         return self._boxes[t].copy(), [None if p is None else p.copy() for p in self._patches[t]]

@@ -25,9 +25,11 @@ class RecoveryConfig:
     frames this close to an object's anchor (frame 0 or a re-identification) teach the provider its distractors,
     when the provider learns them.
 
-    Additions to the original's rules (values chosen on the tune split of ``bench/bench_reid_real.py``, see the
-    README): drift_threshold: with a provider that has ``is_drifted`` (the embedded one; the original's pickles have
-    not), a prediction whose box is less similar to its object than this is dropped as drifted. undo_failed: a
+    Additions to the original's rules (values chosen on the tune split of ``bench/bench_reid_real.py`` and, for
+    drift_restore, the train selection split; see the README): drift_threshold: with a provider that has ``is_drifted`` (the embedded one; the original's pickles have
+    not), a prediction whose box is less similar to its object than this is dropped as drifted. drift_restore: a
+    dropped prediction at least this similar is only dropped for the search: it is put back at the end where re-ID
+    has not found the object in that frame (None, or drift_threshold and above: every drop is final). undo_failed: a
     re-identification whose re-initialised mask is empty, smaller than the lost rule allows, or (with
     ``is_drifted``) drifted is undone before it is propagated, and that (frame, object) is not tried again.
     max_failures: after this many undone re-identifications of one object in a pass, that object is no longer
@@ -39,6 +41,7 @@ class RecoveryConfig:
     max_rounds: int | None = None
     distractor_window: int = 10
     drift_threshold: float = 0.6
+    drift_restore: float | None = 0.5
     undo_failed: bool = True
     max_failures: int | None = None
 
@@ -56,12 +59,14 @@ class Recovery:
 
 @dataclass
 class RecoveryLog:
-    """Accepted re-identifications, the (frame, object index) predictions dropped as drifted, and the
-    re-identifications undone because the mask they re-initialised failed (empty, too small or drifted)."""
+    """Accepted re-identifications, the (frame, object index) predictions dropped as drifted, the
+    re-identifications undone because the mask they re-initialised failed (empty, too small or drifted), and the
+    dropped predictions put back because re-ID did not find the object there (see ``drift_restore``)."""
 
     recoveries: list[Recovery] = field(default_factory=list)
     drifted: list[tuple[int, int]] = field(default_factory=list)
     undone: list[Recovery] = field(default_factory=list)
+    restored: list[tuple[int, int]] = field(default_factory=list)
 
 
 class FrameViews:
@@ -114,20 +119,39 @@ def presence(state: PropagationState) -> np.ndarray:
     return FrameViews(state).presence
 
 
-def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLog) -> None:
+def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLog, restorable=None,
+                 kept: dict | None = None) -> None:
     """Erase object i from frame t (probabilities 0, no anchor) where ``is_drifted(t, i, box)`` says its mask no
-    longer shows it, for every t in ``frames`` that is not i's own anchor and i in ``objects``."""
+    longer shows it, for every t in ``frames`` that is not i's own anchor and i in ``objects``. Where
+    ``restorable(t, i, box)`` is true, the erased prediction and anchor are kept in ``kept[t, i]`` for
+    :func:`restore_unfound`."""
     state = views.state
     for t in frames:
         boxes, changed = views.tight(t), False
         for i in objects:
             if views.presence[t, i] and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
+                if restorable is not None and restorable(t, i, tuple(boxes[i])):
+                    kept[t, i] = state.probs.stored(t, i), int(state.anchors[t, i])
+                elif kept is not None:
+                    kept.pop((t, i), None)  # dropped for good now
                 state.probs.clear(t, i)
                 state.anchors[t, i] = NO_ANCHOR
                 log.drifted.append((t, i))
                 changed = True
         if changed:
             views.invalidate([t])
+
+
+def restore_unfound(views: FrameViews, kept: dict, log: RecoveryLog) -> None:
+    """Put back each kept prediction ``kept[t, i]`` = ((box, patch), anchor) where object i is still missing in
+    frame t."""
+    state = views.state
+    for (t, i), (stored, anchor) in sorted(kept.items()):
+        if not views.presence[t, i]:
+            state.probs.set(t, i, *stored)
+            state.anchors[t, i] = anchor
+            views.invalidate([t])
+            log.restored.append((t, i))
 
 
 def teach_distractors(views: FrameViews, learn, i: int, anchor: int, window: int) -> None:
@@ -208,10 +232,13 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     provider_drift = getattr(provider, "is_drifted", None)
     is_drifted = None if provider_drift is None else (
         lambda t, i, box: provider_drift(t, i, box, threshold=cfg.drift_threshold))
+    restorable = None if provider_drift is None or cfg.drift_restore is None else (
+        lambda t, i, box: not provider_drift(t, i, box, threshold=cfg.drift_restore))
+    kept: dict[tuple[int, int], tuple] = {}  # dropped predictions to put back where re-ID finds nothing
     lost_ratio = propagator.config.lost_ratio
     learn = getattr(provider, "observe", None)
     if is_drifted is not None:
-        drop_drifted(views, is_drifted, range(num_frames), range(n), log)
+        drop_drifted(views, is_drifted, range(num_frames), range(n), log, restorable, kept)
     if learn is not None:
         for i in range(n):
             for a in np.flatnonzero(state.anchors[:, i] == np.arange(num_frames)):
@@ -249,8 +276,10 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             propagator.predict(source, state, t + 1, stop, 1, [j])
             views.invalidate(range(start, stop))  # the predicted frames and, with overlapping neighbours, theirs
             if is_drifted is not None:
-                drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log)
+                drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log, restorable,
+                             kept)
             if learn is not None:
                 teach_distractors(views, learn, j, t, cfg.distractor_window)
             log.recoveries.append(Recovery(t, j, box, score, kind))
+    restore_unfound(views, kept, log)
     return log
