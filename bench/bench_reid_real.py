@@ -38,9 +38,9 @@ def main() -> int:
                         help="DAVIS-2016 root with the train split (default: data/DAVIS2016 of the repository)")
     parser.add_argument("--source-split", default="train", help="split of --davis-root to cut from (default train)")
     parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_reid_real")
-    parser.add_argument("--sequences", type=int, default=6, help="composites to write (default 6)")
-    parser.add_argument("--frames", default="50-100", help="frames per composite, N or A-B (default 50-100)")
-    parser.add_argument("--objects", default="3-4", help="labelled objects, N or A-B in 3-4 (default 3-4)")
+    parser.add_argument("--sequences", type=int, default=3, help="composites to write (default 3)")
+    parser.add_argument("--frames", default="50", help="frames per composite, N or A-B in 50-100 (default 50)")
+    parser.add_argument("--objects", default="3", help="labelled objects, N or A-B in 2-4 (default 3)")
     parser.add_argument("--finetune-steps", type=int, default=0,
                         help="online finetuning steps per sequence (default 0; the shipped config does 30)")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "davis_lite.yaml",
