@@ -379,12 +379,15 @@ def test_dropped_masks_that_reid_does_not_replace_are_put_back(tmp_path):
         return _start(root)[:3]
 
     source, propagator, state = stuck_draft(tmp_path / "restore")
-    log = recover(propagator, source, state, _MildDrift(), RecoveryConfig(distractor_window=2, drift_restore=0.2))
+    draft = np.stack([state.labels(t) for t in range(state.num_frames)])
+    provider = _MildDrift()
+    log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2, drift_restore=0.2))
     assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
     assert (6, 0) in log.drifted and (6, 0) not in log.restored  # dropped there, then re-found: not put back
     assert sorted(log.restored) == [(t, 0) for t in range(LOST_AT, 6)]  # searched, nothing found: put back
     for t in range(LENGTHS["seqb"]):
         assert (state.labels(t) == 1).any(), t
+    assert build_report("seqb", draft, provider, log, [1, 2])["restored"] == [[t, 1] for t in range(LOST_AT, 6)]
     # below the restore level (or without it) a drop is final
     source, propagator, state = stuck_draft(tmp_path / "final")
     log = recover(propagator, source, state, _MildDrift(), RecoveryConfig(distractor_window=2, drift_restore=0.1))

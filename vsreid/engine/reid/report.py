@@ -34,7 +34,8 @@ def build_report(seq: str, draft: np.ndarray, provider: ReIDProvider, log: Recov
 
     Returns:
         ``{"sequence", "object_ids", "lost": [[t, id], ...] (frames 1..T-2 where the draft lost the object or recovery
-        dropped its prediction as drifted), "drifted": [[t, id], ...],
+        dropped its prediction as drifted), "drifted": [[t, id], ...], "restored": [[t, id], ...] (drifted ones put
+        back because re-ID found nothing there),
         "candidates": {"t:id": top-5 [x1, y1, x2, y2, score] by score}, "recoveries": [{"frame", "object_id", "box",
         "score", "kind"}], "score_threshold"}``.
     """
@@ -54,5 +55,6 @@ def build_report(seq: str, draft: np.ndarray, provider: ReIDProvider, log: Recov
     recoveries = [{"frame": r.frame, "object_id": ids[r.object_index], "box": [float(v) for v in r.box],
                    "score": float(r.score), "kind": r.kind} for r in log.recoveries]
     drifted = [[int(t), ids[i]] for t, i in sorted(log.drifted)]
-    return {"sequence": seq, "object_ids": ids, "lost": lost, "drifted": drifted, "candidates": candidates,
-            "recoveries": recoveries, "score_threshold": score_threshold}
+    restored = [[int(t), ids[i]] for t, i in sorted(log.restored)]
+    return {"sequence": seq, "object_ids": ids, "lost": lost, "drifted": drifted, "restored": restored,
+            "candidates": candidates, "recoveries": recoveries, "score_threshold": score_threshold}
