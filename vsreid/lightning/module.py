@@ -80,7 +80,8 @@ class VSReIDModule(LightningModule):
         reid_max_rounds: cap on accepted re-identifications per sequence (None = until no candidate qualifies).
         reid_drift_threshold, reid_drift_restore, reid_undo_failed, reid_max_failures: the recovery's additions to
             the original's rules (drift test, putting back dropped predictions re-ID finds nothing for, undoing failed
-            re-initialisations, searching an object no more after that many undone ones); see :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
+            re-initialisations, searching an object no more after that many undone ones); see
+            :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
     """
 
     def __init__(

@@ -26,12 +26,13 @@ class RecoveryConfig:
     when the provider learns them.
 
     Additions to the original's rules (values chosen on the tune split of ``bench/bench_reid_real.py`` and, for
-    drift_restore, the train selection split; see the README): drift_threshold: with a provider that has ``is_drifted`` (the embedded one; the original's pickles have
-    not), a prediction whose box is less similar to its object than this is dropped as drifted. drift_restore: a
-    dropped prediction at least this similar is only dropped for the search: it is put back at the end where re-ID
-    has not found the object in that frame (None, or drift_threshold and above: every drop is final). undo_failed: a
-    re-identification whose re-initialised mask is empty, smaller than the lost rule allows, or (with
-    ``is_drifted``) drifted is undone before it is propagated, and that (frame, object) is not tried again.
+    drift_restore, the train selection split; see the README): drift_threshold: with a provider that has
+    ``is_drifted`` (the embedded one; the original's pickles have not), a prediction whose box is less similar to
+    its object than this is dropped as drifted. drift_restore: a dropped prediction at least this similar is only
+    dropped for the search: it is put back at the end where re-ID has not found the object in that frame (None, or
+    drift_threshold and above: every drop is final). undo_failed: a re-identification whose re-initialised mask is
+    empty, smaller than the lost rule allows, or (with ``is_drifted``) drifted is undone before it is propagated,
+    and that (frame, object) is not tried again.
     max_failures: after this many undone re-identifications of one object in a pass, that object is no longer
     searched in the pass (None: no limit; each undone (frame, object) is still never tried again)."""
 
@@ -119,12 +120,12 @@ def presence(state: PropagationState) -> np.ndarray:
     return FrameViews(state).presence
 
 
-def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLog, restorable=None,
-                 kept: dict | None = None) -> None:
+def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLog, kept: dict,
+                 restorable=None) -> None:
     """Erase object i from frame t (probabilities 0, no anchor) where ``is_drifted(t, i, box)`` says its mask no
     longer shows it, for every t in ``frames`` that is not i's own anchor and i in ``objects``. Where
     ``restorable(t, i, box)`` is true, the erased prediction and anchor are kept in ``kept[t, i]`` for
-    :func:`restore_unfound`."""
+    :func:`restore_unfound`; otherwise any earlier ``kept[t, i]`` is forgotten (the drop is final)."""
     state = views.state
     for t in frames:
         boxes, changed = views.tight(t), False
@@ -132,8 +133,8 @@ def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLo
             if views.presence[t, i] and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
                 if restorable is not None and restorable(t, i, tuple(boxes[i])):
                     kept[t, i] = state.probs.stored(t, i), int(state.anchors[t, i])
-                elif kept is not None:
-                    kept.pop((t, i), None)  # dropped for good now
+                else:
+                    kept.pop((t, i), None)
                 state.probs.clear(t, i)
                 state.anchors[t, i] = NO_ANCHOR
                 log.drifted.append((t, i))
@@ -238,7 +239,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     lost_ratio = propagator.config.lost_ratio
     learn = getattr(provider, "observe", None)
     if is_drifted is not None:
-        drop_drifted(views, is_drifted, range(num_frames), range(n), log, restorable, kept)
+        drop_drifted(views, is_drifted, range(num_frames), range(n), log, kept, restorable)
     if learn is not None:
         for i in range(n):
             for a in np.flatnonzero(state.anchors[:, i] == np.arange(num_frames)):
@@ -276,8 +277,8 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             propagator.predict(source, state, t + 1, stop, 1, [j])
             views.invalidate(range(start, stop))  # the predicted frames and, with overlapping neighbours, theirs
             if is_drifted is not None:
-                drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log, restorable,
-                             kept)
+                drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log, kept,
+                             restorable)
             if learn is not None:
                 teach_distractors(views, learn, j, t, cfg.distractor_window)
             log.recoveries.append(Recovery(t, j, box, score, kind))
