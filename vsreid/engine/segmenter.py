@@ -88,6 +88,23 @@ class SegmentationResult:
     seconds: float
 
 
+def sequence_propagator(net: nn.Module, source: SequenceSource, settings: SegmentSettings, progress: bool = False,
+                        position: int = 0) -> Propagator:
+    """The propagator of ``source``: ``net`` as an inference graph, first finetuned (a copy; ``net`` is not changed) on
+    the first frame when ``settings.finetune_steps`` > 0, with a progress bar at ``position`` when ``progress``."""
+    finetuned = settings.finetune_steps > 0
+    if finetuned:
+        batches = first_frame_batches(source, settings.finetune_crop_size or settings.propagation.crop_size,
+                                      settings.finetune_steps, settings.finetune_batch_size)
+        if progress:
+            batches = tqdm(batches, total=settings.finetune_steps, desc=f"{source.seq}: finetune", unit="step",
+                           leave=False, position=position)
+        net = finetuned_copy(net, batches, settings.finetune_steps, settings.finetune_lr, settings.lovasz_weight,
+                             scope=settings.finetune_scope)
+    net = inference_graph(net, in_place=finetuned)  # the finetuned copy is ours: folded without another copy
+    return Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size), settings.propagation)
+
+
 def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndarray, object_ids: tuple[int, ...],
                    settings: SegmentSettings, reid: ReIDProvider | None = None, progress: bool = False,
                    position: int = 0) -> Generator[tuple[str, int, np.ndarray], None, SegmentationResult]:
@@ -100,18 +117,7 @@ def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndar
     for several processes).
     """
     started = time.perf_counter()
-    finetuned = settings.finetune_steps > 0
-    if finetuned:
-        batches = first_frame_batches(source, settings.finetune_crop_size or settings.propagation.crop_size,
-                                      settings.finetune_steps, settings.finetune_batch_size)
-        if progress:
-            batches = tqdm(batches, total=settings.finetune_steps, desc=f"{source.seq}: finetune", unit="step",
-                           leave=False, position=position)
-        net = finetuned_copy(net, batches, settings.finetune_steps, settings.finetune_lr, settings.lovasz_weight,
-                             scope=settings.finetune_scope)
-    net = inference_graph(net, in_place=finetuned)  # the finetuned copy is ours: folded without another copy
-    propagator = Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size),
-                            settings.propagation)
+    propagator = sequence_propagator(net, source, settings, progress, position)
     state = propagator.start(source, first_labels, object_ids)
     yield "draft", 0, state.labels(0)
     with tqdm(total=source.num_frames - 1, desc=source.seq, unit="frame", leave=False, position=position,

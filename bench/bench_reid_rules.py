@@ -1,0 +1,109 @@
+"""Re-ID rule sets compared on one forward pass per sequence.
+
+Each sequence of a DAVIS root is propagated once by the shipped model (with the online finetuning its weights record,
+or `--finetune-steps N`), then recovered from that same draft under every rule set of a JSON file
+(default bench/reid_rules.json): {"name": {RecoveryConfig field: value, ..., "provider": {AppearanceReID argument:
+value}}}; an empty rule set is the shipped one. Prints J&F per sequence of the draft (without re-ID) and of each rule
+set, with each rule set's re-ID seconds. One forward pass serves all rule sets: this is how the README's re-ID
+settings were compared on train data (the selection split of data/DAVIS2016 and the tune composites of
+bench/bench_reid_real.py). Never choose settings on the val subset or the report split.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from reid_bench_steps import per_sequence  # bench/, beside this script
+from vsreid import Segmenter
+from vsreid.data.davis import DavisRoot
+from vsreid.data.flow import FlowCache, make_flow_estimator
+from vsreid.data.labels import write_labels
+from vsreid.engine.reid import AppearanceReID
+from vsreid.engine.reid.recovery import recover
+from vsreid.engine.segmenter import sequence_propagator
+from vsreid.engine.source import SequenceSource
+from vsreid.metrics.evaluation import evaluate_results
+
+REPO = Path(__file__).resolve().parents[1]
+DRAFT = "draft"
+
+
+def write_sequence(folder: Path, stems: list[str], state) -> None:
+    """Every frame's id map of ``state`` as ``folder/<stem>.png``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t, stem in enumerate(stems):
+        write_labels(folder / f"{stem}.png", state.labels(t))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, required=True, help="DAVIS root (train data only)")
+    parser.add_argument("--sequences", nargs="+", help="these sequences of --root only (default: all)")
+    parser.add_argument("--rules", type=Path, default=REPO / "bench" / "reid_rules.json",
+                        help="JSON file of named rule sets (default bench/reid_rules.json)")
+    parser.add_argument("--finetune-steps", type=int, default=None,
+                        help="online finetuning steps (default: the shipped weights' recorded steps, 30)")
+    parser.add_argument("--weights", default="lite0", help="shipped weights name or a weights file (default lite0)")
+    parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_reid_rules")
+    parser.add_argument("--flow-dir", type=Path, help="flow cache (default OUT/flow)")
+    args = parser.parse_args()
+    try:
+        rules = json.loads(args.rules.read_text())
+    except (OSError, ValueError) as err:
+        parser.error(f"{args.rules}: not a readable JSON file of rule sets ({err})")
+    if DRAFT in rules:
+        parser.error(f"{args.rules}: '{DRAFT}' names the forward pass alone; give the rule set another name")
+    root = DavisRoot(args.root)
+    sequences = root.sequences(sequences=args.sequences)
+    segmenter = Segmenter.from_pretrained(args.weights)
+    settings = segmenter.settings
+    if args.finetune_steps is not None:
+        settings = replace(settings, finetune_steps=args.finetune_steps)
+    flows = FlowCache(root, make_flow_estimator("dis", preset=segmenter.flow_preset),
+                      flow_dir=args.flow_dir or args.out / "flow")
+    seconds = dict.fromkeys(rules, 0.0)
+    for seq in sequences:
+        source = SequenceSource(root, seq, flows)
+        stems = root.frame_stems(seq)
+        first = root.read_annotation(seq, stems[0])
+        ids = tuple(int(v) for v in np.unique(first) if v not in (0, 255))
+        propagator = sequence_propagator(segmenter.net, source, settings, progress=True)
+        draft = propagator.start(source, first, ids)
+        for _ in tqdm(propagator.forward_frames(source, draft), total=source.num_frames - 1, desc=seq,
+                      unit="frame", leave=False):
+            pass
+        write_sequence(args.out / DRAFT / seq, stems, draft)
+        for name, rule_set in rules.items():
+            fields = dict(rule_set)
+            reid = AppearanceReID(**fields.pop("provider", {}))
+            state = copy.deepcopy(draft)
+            start = time.perf_counter()
+            reid.prepare(source, first, ids)
+            log = recover(propagator, source, state, reid, replace(settings.recovery, **fields))
+            seconds[name] += time.perf_counter() - start
+            write_sequence(args.out / name / seq, stems, state)
+            print(f"{seq} {name}: {len(log.recoveries)} recoveries, {len(log.drifted)} drifted, "
+                  f"{len(log.restored)} put back, {len(log.undone)} undone", flush=True)
+    names = [DRAFT, *rules]
+    results = {name: evaluate_results(root, args.out / name, sequences=sequences, progress=False) for name in names}
+    scores = {name: per_sequence(result) for name, result in results.items()}
+    print(f"\nJ&F, finetuning steps {settings.finetune_steps}, rules {args.rules.name}")
+    print(f"{'sequence':<20}" + "".join(f"{name:>12}" for name in names))
+    for seq in sequences:
+        print(f"{seq:<20}" + "".join(f"{scores[name][seq]:>12.1f}" for name in names))
+    print(f"{'mean (objects)':<20}"
+          + "".join(f"{100 * results[name].global_results['J&F-Mean']:>12.1f}" for name in names))
+    print(f"{'re-ID seconds':<20}{'':>12}" + "".join(f"{seconds[name]:>12.0f}" for name in rules))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
