@@ -207,6 +207,7 @@ class AppearanceReID:
         self._features: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._boxes: dict[int, _Boxes] = {}
         self._scores: dict[tuple[int, int], np.ndarray] = {}  # (frame, object) -> scores of the frame's boxes
+        self._last_similarity: tuple = (None, None)  # ((frame, box), similarities): a drift test asks twice
         self.source = None
         self.templates: list[_Template] = []
         self.views: list[list[_Template]] = []
@@ -226,6 +227,7 @@ class AppearanceReID:
         self._features.clear()
         self._boxes.clear()
         self._scores.clear()
+        self._last_similarity = (None, None)
         feats = self.frame_features(0)
         self.templates, self.kernels = [], []
         for i, oid in enumerate(object_ids):
@@ -248,7 +250,10 @@ class AppearanceReID:
         """True when the box (x1, y1, x2, y2) of object i's mask in frame t is less similar to i than ``threshold``
         (default ``drift_similarity``)."""
         limit = self.drift_similarity if threshold is None else threshold
-        return bool(self.similarity(t, np.array([box], np.float64))[i, 0] < limit)
+        key = (t, tuple(float(v) for v in box))
+        if self._last_similarity[0] != key:  # the recovery tests one box at two thresholds: described once
+            self._last_similarity = key, self.similarity(t, np.array([box], np.float64))[:, 0]
+        return bool(self._last_similarity[1][i] < limit)
 
     def observe(self, t: int, i: int, box, max_iou: float = 0.1) -> int:
         """Object i is reliably tracked at ``box`` (x1, y1, x2, y2) in frame t: keep that view of i when it matches
