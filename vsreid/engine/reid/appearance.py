@@ -189,7 +189,7 @@ class AppearanceReID:
     """
 
     def __init__(self, device: str | torch.device | None = None, scales=SCALES, top_k: int = 5,
-                 nms_iou: float = 0.5, colour_weight: float = 0.5, similarity_center: float = 0.75,
+                 nms_iou: float = 0.5, colour_weight: float = 0.5, similarity_center: float = 0.7,
                  similarity_width: float = 0.05, drift_similarity: float = 0.45, refine: bool = True,
                  max_memory: int = 16,
                  cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6):
