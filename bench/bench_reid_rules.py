@@ -18,7 +18,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from reid_bench_steps import per_sequence  # bench/, beside this script
@@ -74,7 +73,7 @@ def main() -> int:
         source = SequenceSource(root, seq, flows)
         stems = root.frame_stems(seq)
         first = root.read_annotation(seq, stems[0])
-        ids = tuple(int(v) for v in np.unique(first) if v not in (0, 255))
+        ids = root.validate(seq).object_ids
         propagator = sequence_propagator(segmenter.net, source, settings, progress=True)
         draft = propagator.start(source, first, ids)
         for _ in tqdm(propagator.forward_frames(source, draft), total=source.num_frames - 1, desc=seq,
