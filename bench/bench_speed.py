@@ -43,7 +43,7 @@ from vsreid.data.crops import boxes_from_labels, crop_resize
 from vsreid.data.flow import DISFlow
 from vsreid.data.labels import read_frame, read_labels
 from vsreid.data.warp import RESIDUAL_REACH, photometric_residual, warp_grid
-from vsreid.engine import segmenter
+from vsreid.engine import finetune, segmenter
 from vsreid.engine.api import Segmenter
 from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy
 from vsreid.engine.predictor import PatchPredictor
@@ -95,13 +95,24 @@ def pooled_box_means():
 
 
 @contextmanager
+def nchw_finetuning():
+    """Inside, online finetuning trains a copy with NCHW weights, as before issue 19."""
+    kept = finetune.MEMORY_FORMAT
+    finetune.MEMORY_FORMAT = torch.contiguous_format
+    try:
+        yield
+    finally:
+        finetune.MEMORY_FORMAT = kept
+
+
+@contextmanager
 def before_issue_19():
     """Inside, prediction runs the network as it was before issue 19: eager (BatchNorm unfolded), ``avg_pool2d``
-    box means."""
+    box means, finetuning with NCHW weights."""
     graph = segmenter.inference_graph
     segmenter.inference_graph = lambda net, in_place=False: net
     try:
-        with pooled_box_means():
+        with pooled_box_means(), nchw_finetuning():
             yield
     finally:
         segmenter.inference_graph = graph
@@ -241,7 +252,14 @@ def bench_finetune(step: dict, rounds: int) -> None:
              "prior": prior[:, None], "residual": residual[:, None], "target": (prior > 0.5).long()}
     sides = {f"scope {scope}": (lambda scope=scope: finetuned_copy(net, [batch], 1, 1e-4, scope=scope))
              for scope in FINETUNE_SCOPES}
-    compare(f"online finetuning: copy + 1 step of {CROPS} samples of {CROP} px", sides, rounds)
+
+    def nchw_image_scope():
+        with nchw_finetuning():
+            return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
+
+    sides["scope image, NCHW weights (before)"] = nchw_image_scope
+    compare(f"online finetuning: copy + 1 step of {CROPS} samples of {CROP} px "
+            f"(weights {str(finetune.MEMORY_FORMAT).split('.')[-1]} unless said)", sides, rounds)
 
 
 def bench_reid_features(step: dict, rounds: int) -> None:

@@ -75,6 +75,21 @@ def test_batch_in_parts_is_the_same_step_as_the_whole_batch(monkeypatch):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
 
 
+def test_channels_last_weights_train_the_same_copy_as_nchw(monkeypatch):
+    net, batches = _net(), [_batch(seed=s) for s in range(2)]
+    monkeypatch.setattr(finetune, "MEMORY_FORMAT", torch.contiguous_format)
+    nchw = finetuned_copy(net, batches, 2, 1e-3)
+    monkeypatch.setattr(finetune, "MEMORY_FORMAT", torch.channels_last)
+    last = finetuned_copy(net, batches, 2, 1e-3)
+    assert any(p.dim() == 4 and not p.is_contiguous() for p in last.parameters())  # really channels_last
+    for (name, a), b in zip(nchw.named_parameters(), last.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
+    x = _batch(seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(last(x["image"], x["flow"], x["prior"], x["residual"]),
+                                   nchw(x["image"], x["flow"], x["prior"], x["residual"]), rtol=0, atol=1e-4)
+
+
 def test_loss_parts_sum_to_the_whole_batch_loss():
     torch.manual_seed(0)
     logits, target = torch.randn(4, 2, SIZE, SIZE), _batch()["target"]
