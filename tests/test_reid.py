@@ -575,6 +575,23 @@ def test_appearance_reid_refines_a_peak_box_onto_its_object(synthetic):
     assert len(before) >= 10 and np.mean(after) > np.mean(before) + 0.1 and np.mean(after) > 0.75
 
 
+def test_appearance_reid_refinement_tries_the_given_scales_only(synthetic):
+    """With ``refine_steps=(1.0,)`` refinement only shifts a box; with a larger step it may grow it."""
+    root, seq = synthetic
+    ids = [o["id"] for o in seq.meta["objects"]]
+    x1, y1, x2, y2 = object_box(seq.labels[1] == ids[0], box_enlargement=0.0)
+    w, h = x2 - x1, y2 - y1
+    small = np.array([[x1 + 0.3 * w, y1 + 0.3 * h, x2 - 0.3 * w, y2 - 0.3 * h]], np.float64)  # inside the object
+    sizes = {}
+    for steps in ((1.0,), (1.0, 2.0)):
+        reid = AppearanceReID(refine_steps=steps)
+        reid.prepare(_source(root, seq.name), seq.labels[0], ids)
+        box = reid._refine(1, small, 0)[0]
+        sizes[steps] = (box[2] - box[0], box[3] - box[1])
+    np.testing.assert_allclose(sizes[1.0,], (small[0, 2] - small[0, 0], small[0, 3] - small[0, 1]))
+    assert sizes[1.0, 2.0] != sizes[1.0,] and all(np.array(sizes[1.0, 2.0]) > np.array(sizes[1.0,]))
+
+
 def test_appearance_reid_judges_drift(synthetic):
     """Ground-truth boxes of well visible objects are never drifted; background boxes of their size always are."""
     root, seq = synthetic
