@@ -66,6 +66,13 @@ def main() -> int:
     settings = segmenter.settings
     if args.finetune_steps is not None:
         settings = replace(settings, finetune_steps=args.finetune_steps)
+    for name, rule_set in rules.items():  # a typo in a rule set stops the bench before any sequence is run
+        fields = dict(rule_set)
+        try:
+            AppearanceReID(**fields.pop("provider", {}))
+            replace(settings.recovery, **fields)
+        except (TypeError, ValueError) as err:
+            parser.error(f"{args.rules}: rule set {name!r}: {err}")
     flows = FlowCache(root, make_flow_estimator("dis", preset=segmenter.flow_preset),
                       flow_dir=args.flow_dir or args.out / "flow")
     seconds = dict.fromkeys(rules, 0.0)
