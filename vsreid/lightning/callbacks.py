@@ -52,8 +52,12 @@ class DavisWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction: PredictedSequence, batch_indices, batch,
                            batch_idx: int, dataloader_idx: int = 0) -> None:
         seq, result = prediction.item.sequence, prediction.result
-        self.folder.unmark(seq)
         stems = prediction.info.frame_stems
+        status = self.folder.status(seq, self.settings, len(stems))
+        if status is Status.DONE and self.settings is not None:
+            return  # another run into this folder finished it meanwhile with the same settings: nothing to add
+        if status is not Status.MISSING:  # an older result is replaced: unfinished until every frame is written
+            self.folder.unmark(seq)
         for t, stem in enumerate(stems):
             write_labels(self.folder.sequence_dir(seq) / f"{stem}.png", result.labels[t])
             if self.draft:
