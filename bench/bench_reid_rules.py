@@ -66,11 +66,13 @@ def main() -> int:
     settings = segmenter.settings
     if args.finetune_steps is not None:
         settings = replace(settings, finetune_steps=args.finetune_steps)
-    for name, rule_set in rules.items():  # a typo in a rule set stops the bench before any sequence is run
+    parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig), read and checked before any sequence is run
+    for name, rule_set in rules.items():
         fields = dict(rule_set)
+        provider = fields.pop("provider", {})
         try:
-            AppearanceReID(**fields.pop("provider", {}))
-            replace(settings.recovery, **fields)
+            AppearanceReID(**provider)
+            parsed[name] = provider, replace(settings.recovery, **fields)
         except (TypeError, ValueError) as err:
             parser.error(f"{args.rules}: rule set {name!r}: {err}")
     flows = FlowCache(root, make_flow_estimator("dis", preset=segmenter.flow_preset),
@@ -87,13 +89,12 @@ def main() -> int:
                       unit="frame", leave=False):
             pass
         write_sequence(args.out / DRAFT / seq, stems, draft)
-        for name, rule_set in rules.items():
-            fields = dict(rule_set)
-            reid = AppearanceReID(**fields.pop("provider", {}))
+        for name, (provider, recovery) in parsed.items():
+            reid = AppearanceReID(**provider)
             state = copy.deepcopy(draft)
             start = time.perf_counter()
             reid.prepare(source, first, ids)
-            log = recover(propagator, source, state, reid, replace(settings.recovery, **fields))
+            log = recover(propagator, source, state, reid, recovery)
             seconds[name] += time.perf_counter() - start
             write_sequence(args.out / name / seq, stems, state)
             print(f"{seq} {name}: {len(log.recoveries)} recoveries, {len(log.drifted)} drifted, "
