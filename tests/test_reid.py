@@ -26,6 +26,7 @@ from vsreid.engine.predictor import PatchPredictor
 from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
                                 recover)
+from vsreid.engine.reid.appearance import REFINE_STEPS
 from vsreid.engine.reid.recovery import FrameViews, _best_candidate
 from vsreid.engine.source import SequenceSource
 from vsreid.engine.state import initial_state
@@ -590,6 +591,27 @@ def test_appearance_reid_refinement_tries_the_given_scales_only(synthetic):
         sizes[steps] = (box[2] - box[0], box[3] - box[1])
     np.testing.assert_allclose(sizes[1.0,], (small[0, 2] - small[0, 0], small[0, 3] - small[0, 1]))
     assert sizes[1.0, 2.0] != sizes[1.0,] and all(np.array(sizes[1.0, 2.0]) > np.array(sizes[1.0,]))
+
+
+def test_appearance_reid_refinement_tolerance_keeps_the_largest_near_best_box(synthetic):
+    """With ``refine_tolerance`` refinement keeps the largest variant within that similarity of the most similar one:
+    a box nested in an object grows, its similarity stays within the tolerance, and a tolerance every variant meets
+    keeps the largest step."""
+    root, seq = synthetic
+    ids = [o["id"] for o in seq.meta["objects"]]
+    x1, y1, x2, y2 = object_box(seq.labels[1] == ids[0], box_enlargement=0.0)
+    w, h = x2 - x1, y2 - y1
+    small = np.array([[x1 + 0.3 * w, y1 + 0.3 * h, x2 - 0.3 * w, y2 - 0.3 * h]], np.float64)  # inside the object
+    boxes, sims = {}, {}
+    for tolerance in (0.0, 0.03, 2.0):
+        reid = AppearanceReID(refine_tolerance=tolerance)
+        reid.prepare(_source(root, seq.name), seq.labels[0], ids)
+        boxes[tolerance] = box = reid._refine(1, small, 0)[0]
+        sims[tolerance] = reid.similarity(1, box[None])[0, 0]
+    area = {k: (b[2] - b[0]) * (b[3] - b[1]) for k, b in boxes.items()}
+    assert area[0.03] > area[0.0] and sims[0.03] >= sims[0.0] - 0.03 - 1e-6
+    small_area = (small[0, 2] - small[0, 0]) * (small[0, 3] - small[0, 1])
+    assert area[2.0] == pytest.approx(max(REFINE_STEPS) ** 2 * small_area)
 
 
 def test_appearance_reid_judges_drift(synthetic):

@@ -2,10 +2,11 @@
 
 Nothing is precomputed and nothing is learnt offline. Each object's first-frame appearance (its tight box on a
 stride-16 feature map of the frame, upsampled when the objects are small, with its mask) is searched in a frame by
-multi-scale normalised cross-correlation; each peak's box is refined to the variant (scale, aspect, shift) most
-similar to its object; the union of all objects' peaks is then scored for every object by comparing the candidate with
-the template: features sampled on a 7x7 grid and weighted by the object's mask (masked-average embedding cosine and
-cell-by-cell cosine), and the mask-weighted Lab colour histogram (Bhattacharyya coefficient).
+multi-scale normalised cross-correlation; each peak's box is refined to the largest of its variants (scale, aspect,
+shift) within a small tolerance of the most similar to its object; the union of all objects' peaks is then scored for
+every object by comparing the candidate with the template: features sampled on a 7x7 grid and weighted by the
+object's mask (masked-average embedding cosine and cell-by-cell cosine), and the mask-weighted Lab colour histogram
+(Bhattacharyya coefficient).
 
 Two online refinements serve the recovery loop (:func:`vsreid.engine.reid.recovery.recover`):
 
@@ -40,8 +41,9 @@ STRIDE16_BLOCKS = 11  # EfficientNet-Lite0 blocks up to the end of stage 5 (112 
 GRID = 7  # side of the grid candidates and templates are compared on
 MAX_KERNEL = 8  # larger templates are correlated with average-pooled features (bounds the cost)
 SCALES = tuple(float(2 ** (k / 3)) for k in range(-3, 4))  # 0.5 .. 2, adjacent boxes overlap with IoU 0.63
-REFINE_STEPS = (0.8, 1.0, 1.25)  # a peak's box is refined over these scale and aspect factors (default) ...
-REFINE_SHIFTS = (-0.15, 0.0, 0.15)  # ... and shifts (fractions of its width and height): 81 boxes a peak
+REFINE_STEPS = (0.8, 1.0, 1.25, 1.6)  # a peak's box is refined over these scale and aspect factors (default) ...
+REFINE_SHIFTS = (-0.15, 0.0, 0.15)  # ... and shifts (fractions of its width and height): 144 boxes a peak
+REFINE_TOLERANCE = 0.005  # the largest variant within this similarity of the most similar is kept (default)
 COLOUR_SIDE = 24  # boxes are resized to this square before their colour histogram is taken
 COLOUR_BINS = (4, 8, 8)  # Lab histogram bins: L over 0-255, a and b over 64-191 (OpenCV's 8-bit Lab)
 
@@ -180,6 +182,9 @@ class AppearanceReID:
         drift_similarity: :meth:`is_drifted` is true below this similarity.
         refine: each correlation peak's box is refined (:meth:`_refine`) before it becomes a candidate.
         refine_steps: the scale and aspect factors refinement tries (with REFINE_SHIFTS).
+        refine_tolerance: refinement keeps the largest variant whose similarity is within this of the best one's
+            (0: the most similar). Inside an object similarity hardly changes with the box, so the most similar
+            variant is often a box nested in the object (the default's choice: the README's re-ID section).
         max_memory: views and distractors remembered per object (the oldest are forgotten first).
         cache_frames: frames whose features are kept (LRU; 0.7 MB a 480p frame); candidates are cached for the
             whole sequence.
@@ -192,7 +197,7 @@ class AppearanceReID:
     def __init__(self, device: str | torch.device | None = None, scales=SCALES, top_k: int = 5,
                  nms_iou: float = 0.5, colour_weight: float = 0.5, similarity_center: float = 0.7,
                  similarity_width: float = 0.05, drift_similarity: float = 0.45, refine: bool = True,
-                 refine_steps=REFINE_STEPS, max_memory: int = 16,
+                 refine_steps=REFINE_STEPS, refine_tolerance: float = REFINE_TOLERANCE, max_memory: int = 16,
                  cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6):
         self.device = torch.device(device or "cpu")
         self.net = folded_copy(_Stride16Features(), lambda net: net(torch.zeros(1, 3, 64, 64))).to(
@@ -201,7 +206,7 @@ class AppearanceReID:
         self.colour_weight = colour_weight
         self.center, self.width = similarity_center, similarity_width
         self.drift_similarity, self.max_memory = drift_similarity, max_memory
-        self.refine, self.refine_steps = refine, tuple(refine_steps)
+        self.refine, self.refine_steps, self.refine_tolerance = refine, tuple(refine_steps), refine_tolerance
         self.cache_frames = cache_frames
         self.object_cells, self.max_pixels = object_cells, max_pixels
         self.upsample, self.stride = 1.0, float(STRIDE)  # per sequence: see prepare
@@ -340,7 +345,8 @@ class AppearanceReID:
 
     def _refine(self, t: int, boxes: np.ndarray, i: int) -> np.ndarray:
         """(K, 4) boxes (K, 4) of object i's peaks in frame t, each replaced by the most similar to i's template of
-        its variants: scaled, stretched and shifted by every combination of ``refine_steps`` and REFINE_SHIFTS."""
+        its variants (the largest within ``refine_tolerance`` of the most similar): scaled, stretched and shifted by
+        every combination of ``refine_steps`` and REFINE_SHIFTS."""
         if len(boxes) == 0:
             return boxes
         scale, aspect, dx, dy = np.array(list(itertools.product(self.refine_steps, self.refine_steps,
@@ -348,10 +354,13 @@ class AppearanceReID:
         w, h = (boxes[:, 2] - boxes[:, 0])[:, None], (boxes[:, 3] - boxes[:, 1])[:, None]
         cx, cy = (boxes[:, 0] + boxes[:, 2])[:, None] / 2 + dx * w, (boxes[:, 1] + boxes[:, 3])[:, None] / 2 + dy * h
         half_w, half_h = w * scale * np.sqrt(aspect) / 2, h * scale / np.sqrt(aspect) / 2
-        variants = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)  # (K, 81, 4)
+        variants = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)  # (K, V, 4)
         variants = np.clip(variants, 0, [self.source.width, self.source.height] * 2)
         sims = self._match(self._describe(t, variants.reshape(-1, 4)), self.templates[i]).reshape(variants.shape[:2])
         sims[(variants[..., 2] - variants[..., 0] < 1) | (variants[..., 3] - variants[..., 1] < 1)] = -1
+        if self.refine_tolerance:
+            area = (variants[..., 2] - variants[..., 0]) * (variants[..., 3] - variants[..., 1])
+            sims = np.where(sims >= sims.max(axis=1, keepdims=True) - self.refine_tolerance, area, -1.0)
         return variants[np.arange(len(boxes)), np.argmax(sims, axis=1)]
 
     @torch.no_grad()
