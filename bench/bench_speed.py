@@ -12,7 +12,8 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
 - The shipped Lite network (``checkpoints/vsreid_lite0.pt``): object-frames/s with flip for a batch of 4 crops of
   321 px: the eager network with ``avg_pool2d`` box means (as before issue 19), with running-sum ones, with BN
   folded into the convolutions, and the inference graph prediction runs (BN folded, channels_last weights); with
-  ``--compile`` also ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start).
+  ``--compile`` also ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start);
+  then its FLOPs against this machine's fp32 GEMM rate: about the most object-frames/s this network can reach here.
 - One online finetuning step (4 samples of 321 px, AdamW, BN frozen) per finetuning scope: the whole network, all
   but the flow backbone, the heads over both backbones.
 - The embedded re-ID's appearance features of one 854x480 frame (its drift test computes them for every frame):
@@ -38,6 +39,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from vsreid.data.crops import boxes_from_labels, crop_resize
 from vsreid.data.flow import DISFlow
@@ -243,6 +245,29 @@ def bench_network(step: dict, rounds: int, with_compile: bool) -> None:
     base = out["eager, running-sum box means"]
     for name, fg in out.items():
         print(f"  max |difference| of P(fg), {name} vs eager: {np.abs(fg - base).max():.1e}")
+    gemm_bound(lambda: graph(*crops), rounds)
+
+
+def gemm_bound(run_graph, rounds: int) -> None:
+    """Print the inference graph's FLOPs, this machine's fp32 GEMM rate (a 2048x2048 matmul, torch's threads) and
+    the object-frames/s the graph would reach if all its FLOPs ran at that rate: about the most any graph of this
+    network can reach here (the count includes the taps of dilated convolutions that fall on zero padding, which
+    oneDNN may skip)."""
+    with FlopCounterMode(display=False) as counter:
+        run_graph()
+    flops = counter.get_total_flops() / CROPS  # per object-frame, both crops of the flip
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    matmul, graph = [], []
+    for _ in range(max(rounds, 3)):
+        for run, times in ((lambda: a @ b, matmul), (run_graph, graph)):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+    gemm = 2 * 2048 ** 3 / float(np.median(matmul)) / 1e9
+    rate = CROPS / float(np.median(graph))
+    print(f"  inference graph: {flops / 1e9:.1f} GFLOP an object-frame with flip; fp32 GEMM here {gemm:.0f} GFLOP/s "
+          f"-> {gemm * 1e9 / flops:.2f} object-frames/s at GEMM speed; measured {rate:.2f} "
+          f"({100 * rate * flops / 1e9 / gemm:.0f}% of that bound)")
 
 
 def bench_finetune(step: dict, rounds: int) -> None:
