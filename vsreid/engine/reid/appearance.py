@@ -357,10 +357,10 @@ class AppearanceReID:
         variants = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)  # (K, V, 4)
         variants = np.clip(variants, 0, [self.source.width, self.source.height] * 2)
         sims = self._match(self._describe(t, variants.reshape(-1, 4)), self.templates[i]).reshape(variants.shape[:2])
-        sims[(variants[..., 2] - variants[..., 0] < 1) | (variants[..., 3] - variants[..., 1] < 1)] = -1
+        width, height = variants[..., 2] - variants[..., 0], variants[..., 3] - variants[..., 1]
+        sims[(width < 1) | (height < 1)] = -1
         if self.refine_tolerance:
-            area = (variants[..., 2] - variants[..., 0]) * (variants[..., 3] - variants[..., 1])
-            sims = np.where(sims >= sims.max(axis=1, keepdims=True) - self.refine_tolerance, area, -1.0)
+            sims = np.where(sims >= sims.max(axis=1, keepdims=True) - self.refine_tolerance, width * height, -1.0)
         return variants[np.arange(len(boxes)), np.argmax(sims, axis=1)]
 
     @torch.no_grad()
