@@ -27,7 +27,7 @@ from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
                                 recover)
 from vsreid.engine.reid.appearance import REFINE_STEPS
-from vsreid.engine.reid.recovery import FrameViews, _best_candidate
+from vsreid.engine.reid.recovery import FrameViews, _best_candidate, track_jump
 from vsreid.engine.source import SequenceSource
 from vsreid.engine.state import initial_state
 from vsreid.models import MP2S
@@ -366,6 +366,57 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
     assert (LOST_AT, 0) not in provider.observed  # object 1 was missing there
 
 
+class _LookAlike(_Verifying):
+    """Like _Verifying, but in frame 4, while object 1 is hidden, a look-alike far from both of object 1's places
+    scores 0.8 as object 1 and passes its drift test wherever a mask covers it."""
+
+    LOOK = (56, 0, 80, 20)
+
+    def candidates(self, t, i):
+        if i == 0 and t == 4:
+            return np.array([[*self.LOOK, 0.8]])
+        return super().candidates(t, i)
+
+    def is_drifted(self, t, i, box, threshold=None):
+        return not (i == 0 and _iou(box, self.LOOK) > 0.5) and super().is_drifted(t, i, box)
+
+
+def _vanishing_root(path):
+    """_tiny_root, with the forward flow of frame 5 pointing out of the image where object 1 is back in frame 6: a
+    backward propagation from frame 6 loses it in frame 5, as it should (it is hidden there)."""
+    root = _tiny_root(path)
+    flow = np.zeros((H, W, 2), np.float32)
+    _fill(flow[..., 0], OBJ1_AFTER, 1000.0)
+    write_flo(root.root / "Flow/480p/seqb/00005.flo", flow)
+    return root
+
+
+def test_a_reidentification_that_jumps_from_the_objects_track_is_undone(tmp_path):
+    """Object 1 is re-found in frame 6 (score 0.9); propagated backward, it is lost in frame 5, so it never meets
+    the frame-2 track. Then the look-alike of frame 4 (0.8) propagates into frame 3, next to object 1's
+    tracks in frames 2 and 6, 2.9 object sizes from the frame-2 one: with max_jump 2 it is undone, frames and all.
+    (Frame 5 stays with frame 6's anchor, as near as frame 4's: each frame keeps its nearest anchor's prediction.)"""
+    source, propagator, state, _ = _start(_vanishing_root(tmp_path))
+    before = {t: (state.probs.frame(t), state.anchors[t].copy()) for t in (3, 4, 5)}
+    log = recover(propagator, source, state, _LookAlike(), RecoveryConfig(distractor_window=2, max_jump=2.0))
+    assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
+    assert [(r.frame, r.object_index) for r in log.undone] == [(4, 0)]
+    for t in (3, 4, 5):
+        assert not (state.labels(t) == 1).any(), t
+        np.testing.assert_array_equal(state.probs.plane(t, 1), before[t][0][1])
+    views = FrameViews(state)
+    assert tuple(views.tight(2)[0]) == OBJ1_BEFORE and tuple(views.tight(6)[0]) == (62, 22, 77, 37)
+    # centre distance over the geometric-mean side: 49.5 px over (20 x 20 x 15 x 15) ** 0.25 px
+    assert track_jump(views, 0, 2, 6) == pytest.approx(np.hypot(49.5, 0.5) / (400 * 225) ** 0.25)
+    assert track_jump(views, 0, 2, 3) == 0.0  # absent from frame 3
+    # without the test the look-alike is kept in frames 3 and 4
+    source, propagator, state, _ = _start(_vanishing_root(tmp_path / "kept"))
+    log = recover(propagator, source, state, _LookAlike(), RecoveryConfig(distractor_window=2))
+    assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0), (4, 0)]
+    for t in (3, 4):
+        assert _iou(object_box(state.labels(t) == 1, box_enlargement=0.0), _LookAlike.LOOK) > 0.5, t
+
+
 class _MildDrift(_Verifying):
     """Like _Verifying, but its drifted masks are only mildly unlike the object: they pass a drift test at 0.2."""
 
@@ -668,10 +719,10 @@ def test_recovery_additions_are_predict_options():
     from vsreid.models.checkpoints import PREDICT_KEYS
 
     given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
-             "reid_max_failures": 2}
+             "reid_max_failures": 2, "reid_max_jump": 3.0}
     recovery = settings_from_arguments(given).recovery
-    assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures) == (
-        0.5, 0.4, False, 2)
+    assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures,
+            recovery.max_jump) == (0.5, 0.4, False, 2, 3.0)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

@@ -34,7 +34,12 @@ class RecoveryConfig:
     empty, smaller than the lost rule allows, or (with ``is_drifted``) drifted is undone before it is propagated,
     and that (frame, object) is not tried again.
     max_failures: after this many undone re-identifications of one object in a pass, that object is no longer
-    searched in the pass (None: no limit; each undone (frame, object) is still never tried again)."""
+    searched in the pass (None: no limit; each undone (frame, object) is still never tried again).
+    max_jump: a re-identification whose re-propagated mask meets the object's existing track (the nearest frame
+    where it is already present, before or after) farther than this from it is undone with everything it
+    propagated (:func:`track_jump`: centre distance in object sizes; None, the default: no test). The existing
+    track came from the first frame or from an earlier, better-scored re-identification, so a later one may not
+    contradict it (off by default: it also undid right re-identifications on the tune split; README)."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -45,6 +50,7 @@ class RecoveryConfig:
     drift_restore: float | None = 0.5
     undo_failed: bool = True
     max_failures: int | None = None
+    max_jump: float | None = None
 
 
 @dataclass
@@ -174,6 +180,26 @@ def reinit_failed(views: FrameViews, is_drifted, t: int, i: int, lost_ratio: flo
     return is_drifted is not None and is_drifted(t, i, tuple(views.tight(t)[i]))
 
 
+def track_jump(views: FrameViews, i: int, a: int, b: int) -> float:
+    """How far object i moves between adjacent frames a and b: the distance between its tight boxes' centres over
+    the object's size (the square root of the geometric mean of the two box areas); 0 when it is absent from
+    either frame."""
+    if not (views.presence[a, i] and views.presence[b, i]):
+        return 0.0
+    boxes = np.stack([views.tight(a)[i], views.tight(b)[i]]).astype(np.float64)
+    centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+    size = np.prod((boxes[:, 2:] - boxes[:, :2]).prod(axis=1)) ** 0.25
+    return float(np.linalg.norm(centres[0] - centres[1]) / size)
+
+
+def breaks_track(views: FrameViews, i: int, before: int | None, after: int | None, max_jump: float) -> bool:
+    """Whether object i's re-propagated masks, frames before + 1 .. after - 1, run into its existing track in frame
+    ``before`` or ``after`` (None: no track that side) farther than ``max_jump`` (:func:`track_jump`) from it."""
+    return any(near is not None and track_jump(views, i, near, far) > max_jump
+               for near, far in ((None if before is None else before + 1, before),
+                                 (None if after is None else after - 1, after)))
+
+
 def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int], cfg: RecoveryConfig,
                     tried: set | frozenset = frozenset()):
     """The single best acceptable (frame, object, box, score) over all frames and targets, or None; (frame, object)
@@ -257,25 +283,36 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             if found is None:
                 break
             t, j, box, score = found
-            saved_probs, saved_anchors = state.probs.snapshot(t), state.anchors[t].copy()
+            earlier = np.flatnonzero(views.presence[:t, j])
+            start = int(earlier[-1]) if earlier.size else 0
+            later = np.flatnonzero(views.presence[t + 1:, j])
+            stop = t + 1 + int(later[0]) if later.size else num_frames
+            changed = range(start + 1, stop)  # the frames this round may write
+            saved = {f: (state.probs.snapshot(f), state.anchors[f].copy())
+                     for f in (changed if cfg.max_jump is not None else [t])}
+
+            def undo():
+                for f, (probs, anchors) in saved.items():
+                    state.probs.restore(f, probs)
+                    state.anchors[f] = anchors
+                views.invalidate(saved)
+                tried.add((t, j))
+                failures[j] += 1
+                log.undone.append(Recovery(t, j, box, score, kind))
+
             state.anchors[t, j] = t
             propagator.reinitialize(source, state, t, j, box)
             views.invalidate([t])
             if cfg.undo_failed and reinit_failed(views, is_drifted, t, j, lost_ratio):
-                state.probs.restore(t, saved_probs)
-                state.anchors[t] = saved_anchors
-                views.invalidate([t])
-                tried.add((t, j))
-                failures[j] += 1
-                log.undone.append(Recovery(t, j, box, score, kind))
+                undo()
                 continue
-            earlier = np.flatnonzero(views.presence[:t, j])
-            start = int(earlier[-1]) if earlier.size else 0
             propagator.predict(source, state, t - 1, start, -1, [j])
-            later = np.flatnonzero(views.presence[t + 1:, j])
-            stop = t + 1 + int(later[0]) if later.size else num_frames
             propagator.predict(source, state, t + 1, stop, 1, [j])
             views.invalidate(range(start, stop))  # the predicted frames and, with overlapping neighbours, theirs
+            if cfg.max_jump is not None and breaks_track(views, j, start if earlier.size else None,
+                                                         stop if later.size else None, cfg.max_jump):
+                undo()
+                continue
             if is_drifted is not None:
                 drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log, kept,
                              restorable)
