@@ -162,7 +162,8 @@ def test_original_pickles_drive_a_recovery(tmp_path):
     assert global_6 == 11
     # the person pass (object 1 is a person) finds it at its true place; ObjectSearch has a worse, wrong box
     wrong = (5, 45, 25, 60)
-    _write_pickles(root, person={("seqb", 6, 1): _rows((OBJ1_AFTER, 0.9)), ("seqb", 6, 2): _rows((OBJ1_AFTER, 0.2))},
+    _write_pickles(root, person={("seqb", 6, 1): _rows((OBJ1_AFTER, 0.9)), ("seqb", 6, 2): _rows((OBJ1_AFTER, 0.2)),
+                                 ("seqb", 7, 1): _rows((OBJ1_AFTER, 0.85))},
                    objects={("seqb", 6, 1): _rows((wrong, 0.8)), ("seqb", 6, 2): _rows((wrong, 0.1))})
     provider = OriginalSearchResults.from_davis_root(root, "tiny")
     source, propagator, state, first = _start(root)
@@ -267,6 +268,44 @@ def test_candidate_scored_higher_by_another_missing_object_is_rejected():
     assert _best_candidate(FrameViews(state), provider, [0, 1], RecoveryConfig(score_threshold=0.85)) is None
 
 
+class _Frames(_Table):
+    """A provider serving ``rows[t][i]`` (K, 5) in frame t (none in frames it does not list)."""
+
+    def __init__(self, rows):
+        self.rows = {t: [np.asarray(r, np.float64).reshape(-1, 5) for r in per] for t, per in rows.items()}
+
+    def candidates(self, t, i):
+        return self.rows[t][i] if t in self.rows else np.zeros((0, 5))
+
+
+def test_a_candidate_must_recur_in_a_neighbouring_frame():
+    """Object 1 is missing in frame 1 of a 3-frame state; a candidate there (20 x 20 px) is accepted only when a box
+    in frame 0 or 2 is within half an object size and a factor 2.5 in area, or object 1's own mask there is mostly
+    inside it."""
+    box, missing = (60, 20, 80, 40), [[], []]
+    state = _state_frame1()
+    found = lambda provider, **kw: _best_candidate(FrameViews(state), provider, [0, 1],  # noqa: E731
+                                                   RecoveryConfig(**kw))
+    flash = _Frames({1: [[[*box, 0.9]], []]})
+    assert found(flash) is None
+    assert found(flash, require_recurrence=False) == (1, 0, tuple(float(v) for v in box), 0.9)
+    for neighbour, recurs_ in (((66, 26, 86, 46), True),  # shifted by 0.42 object sizes
+                               ((70, 20, 90, 40), True),  # by 0.5 ...
+                               ((71, 20, 91, 40), False),  # ... and 0.55
+                               ((55, 15, 85, 45), True),  # x2.25 the area
+                               ((52, 12, 88, 48), False),  # x3.24
+                               ((0, 0, 20, 20), False)):
+        for t in (0, 2):  # either neighbour, at any score
+            rows = {1: [[[*box, 0.9]], []], t: [[[*neighbour, 0.1]], []]}
+            assert (found(_Frames(rows)) is not None) == recurs_, (neighbour, t)
+    # object 1's own mask in frame 0 (OBJ1_BEFORE) mostly inside a candidate of frame 1: the track goes on
+    around = (5, 15, 35, 45)
+    assert found(_Frames({1: [[[*around, 0.9]], []], 0: missing, 2: missing})) == (
+        1, 0, tuple(float(v) for v in around), 0.9)
+    assert found(_Frames({1: [[[20, 20, 40, 40, 0.9]], []]})) is not None  # half of it inside (200 of 400 px)
+    assert found(_Frames({1: [[[21, 20, 41, 40, 0.9]], []]})) is None  # 180 px
+
+
 # ------------------------------------------------------------------------------------- (d) termination
 def test_recovery_terminates_when_a_provider_always_answers(tmp_path):
     """A network that erases everything keeps every object lost, so each round re-identifies a new (frame, object)
@@ -332,7 +371,8 @@ def test_a_reinitialisation_that_fails_the_drift_test_is_undone(tmp_path):
     root = _tiny_root(tmp_path)
     source, propagator, state, _ = _start(root)
     probs4, anchors4 = state.probs.frame(4), state.anchors[4].copy()
-    log = recover(propagator, source, state, _WrongFirst(), RecoveryConfig(distractor_window=2))
+    no_recurrence = dict(distractor_window=2, require_recurrence=False)  # frame 4's box is a one-frame flash
+    log = recover(propagator, source, state, _WrongFirst(), RecoveryConfig(**no_recurrence))
     assert [(r.frame, r.object_index) for r in log.undone] == [(4, 0)]
     assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]  # the right one is still found
     assert not (state.labels(4) == 1).any()
@@ -340,7 +380,7 @@ def test_a_reinitialisation_that_fails_the_drift_test_is_undone(tmp_path):
     np.testing.assert_array_equal(state.probs.plane(4, 1), probs4[1])
     # without the undo, the wrong box is kept (and propagated)
     source, propagator, state, _ = _start(_tiny_root(tmp_path / "kept"))
-    log = recover(propagator, source, state, _WrongFirst(), RecoveryConfig(distractor_window=2, undo_failed=False))
+    log = recover(propagator, source, state, _WrongFirst(), RecoveryConfig(**no_recurrence, undo_failed=False))
     assert (4, 0) in [(r.frame, r.object_index) for r in log.recoveries]
 
 
@@ -398,7 +438,8 @@ def test_a_reidentification_that_jumps_from_the_objects_track_is_undone(tmp_path
     (Frame 5 stays with frame 6's anchor, as near as frame 4's: each frame keeps its nearest anchor's prediction.)"""
     source, propagator, state, _ = _start(_vanishing_root(tmp_path))
     before = {t: (state.probs.frame(t), state.anchors[t].copy()) for t in (3, 4, 5)}
-    log = recover(propagator, source, state, _LookAlike(), RecoveryConfig(distractor_window=2, max_jump=2.0))
+    no_recurrence = dict(distractor_window=2, require_recurrence=False)  # the look-alike shows in frame 4 only
+    log = recover(propagator, source, state, _LookAlike(), RecoveryConfig(**no_recurrence, max_jump=2.0))
     assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
     assert [(r.frame, r.object_index) for r in log.undone] == [(4, 0)]
     for t in (3, 4, 5):
@@ -411,7 +452,7 @@ def test_a_reidentification_that_jumps_from_the_objects_track_is_undone(tmp_path
     assert track_jump(views, 0, 2, 3) == 0.0  # absent from frame 3
     # without the test the look-alike is kept in frames 3 and 4
     source, propagator, state, _ = _start(_vanishing_root(tmp_path / "kept"))
-    log = recover(propagator, source, state, _LookAlike(), RecoveryConfig(distractor_window=2))
+    log = recover(propagator, source, state, _LookAlike(), RecoveryConfig(**no_recurrence))
     assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0), (4, 0)]
     for t in (3, 4):
         assert _iou(object_box(state.labels(t) == 1, box_enlargement=0.0), _LookAlike.LOOK) > 0.5, t
@@ -719,10 +760,10 @@ def test_recovery_additions_are_predict_options():
     from vsreid.models.checkpoints import PREDICT_KEYS
 
     given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
-             "reid_max_failures": 2, "reid_max_jump": 3.0}
+             "reid_max_failures": 2, "reid_max_jump": 3.0, "reid_require_recurrence": False}
     recovery = settings_from_arguments(given).recovery
     assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures,
-            recovery.max_jump) == (0.5, 0.4, False, 2, 3.0)
+            recovery.max_jump, recovery.require_recurrence) == (0.5, 0.4, False, 2, 3.0, False)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

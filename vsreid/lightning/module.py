@@ -78,10 +78,11 @@ class VSReIDModule(LightningModule):
         reid_score_threshold: minimum score of a re-identification candidate (the original's 0.5).
         reid_occlusion_threshold: a candidate overlapping a visible object's box more is rejected (0.3).
         reid_max_rounds: cap on accepted re-identifications per sequence (None = until no candidate qualifies).
-        reid_drift_threshold, reid_drift_restore, reid_undo_failed, reid_max_failures, reid_max_jump: the recovery's
-            additions to the original's rules (drift test, putting back dropped predictions re-ID finds nothing for,
-            undoing failed re-initialisations, searching an object no more after that many undone ones, undoing
-            re-identifications whose track jumps from the object's existing one; ``inf`` switches that off); see
+        reid_drift_threshold, reid_drift_restore, reid_undo_failed, reid_max_failures, reid_max_jump,
+            reid_require_recurrence: the recovery's additions to the original's rules (drift test, putting back
+            dropped predictions re-ID finds nothing for, undoing failed re-initialisations, searching an object no
+            more after that many undone ones, undoing re-identifications whose track jumps from the object's
+            existing one, ``inf`` switching that off; accepting only candidates that recur in a neighbouring frame); see
             :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
     """
 
@@ -135,6 +136,7 @@ class VSReIDModule(LightningModule):
         reid_undo_failed: bool | None = None,
         reid_max_failures: int | None = None,
         reid_max_jump: float | None = None,
+        reid_require_recurrence: bool | None = None,
     ):
         super().__init__()
         if optimizer not in ("sgd", "adamw"):

@@ -116,7 +116,8 @@ PREDICT_KEYS = ("crop_size", "flip", "box_enlargement", "lost_ratio", "max_flow_
                 "predict_batch_size", "finetune_steps", "finetune_lr", "finetune_crop_size",
                 "finetune_batch_size", "finetune_scope", "lovasz_weight", "reid",
                 "reid_score_threshold", "reid_occlusion_threshold", "reid_max_rounds", "reid_drift_threshold",
-                "reid_drift_restore", "reid_undo_failed", "reid_max_failures", "reid_max_jump", "flow_preset",
+                "reid_drift_restore", "reid_undo_failed", "reid_max_failures", "reid_max_jump",
+                "reid_require_recurrence", "flow_preset",
                 "boundary_band", "residual_band", "residual_threshold")
 BAND_KEYS = ("boundary_band", "residual_band", "residual_threshold")
 

@@ -14,6 +14,8 @@ from ..state import NO_ANCHOR, PropagationState
 from .provider import ReIDProvider
 
 PERSON_CLASS = 123  # index of "person" in the original's class-score vectors
+RECUR_SHIFT = 0.5  # a box recurs in a neighbouring frame as a box whose centre is this close (object sizes) ...
+RECUR_SCALE = 2.5  # ... and whose area is within this factor
 
 
 @dataclass
@@ -39,7 +41,10 @@ class RecoveryConfig:
     where it is already present, before or after) farther than this from it is undone with everything it
     propagated (:func:`track_jump`: centre distance in object sizes; None, the default: no test). The existing
     track came from the first frame or from an earlier, better-scored re-identification, so a later one may not
-    contradict it (off by default: it also undid right re-identifications on the tune split; README)."""
+    contradict it (off by default: it also undid right re-identifications on the tune split; README).
+    require_recurrence: a candidate is accepted only where it recurs in frame t - 1 or t + 1 (:func:`recurs`): a
+    candidate box there in about the same place and size, or the object's own mask mostly inside the box. A real
+    object does not flash into a single frame; a correlation peak on the background often does."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -51,6 +56,7 @@ class RecoveryConfig:
     undo_failed: bool = True
     max_failures: int | None = None
     max_jump: float | None = None
+    require_recurrence: bool = True
 
 
 @dataclass
@@ -200,10 +206,35 @@ def breaks_track(views: FrameViews, i: int, before: int | None, after: int | Non
                                  (None if after is None else after - 1, after)))
 
 
+def recurs(views: FrameViews, provider: ReIDProvider, t: int, i: int, box) -> bool:
+    """Whether candidate ``box`` (x1, y1, x2, y2) of object i in frame t recurs in frame t - 1 or t + 1: a candidate
+    box of that frame (any row of ``provider.candidates``) whose centre is within RECUR_SHIFT object sizes (square
+    root of the box's area) and whose area is within a factor RECUR_SCALE, or i's mask there at least half inside
+    ``box``."""
+    box = np.asarray(box, np.float64)
+    size = max(float(np.prod(box[2:] - box[:2])), 1.0) ** 0.5
+    centre = (box[:2] + box[2:]) / 2
+    x1, y1, x2, y2 = box.astype(int)
+    for s in (t - 1, t + 1):
+        if not 0 <= s < views.state.num_frames:
+            continue
+        if views.presence[s, i]:
+            mask = views.index_map(s) == i + 1
+            if 2 * np.count_nonzero(mask[max(y1, 0):y2 + 1, max(x1, 0):x2 + 1]) >= np.count_nonzero(mask):
+                return True
+        other = provider.candidates(s, i)[:, :4]
+        shift = np.linalg.norm((other[:, :2] + other[:, 2:]) / 2 - centre, axis=1) / size
+        scale = np.prod(other[:, 2:] - other[:, :2], axis=1) / size ** 2
+        if np.any((shift <= RECUR_SHIFT) & (scale >= 1 / RECUR_SCALE) & (scale <= RECUR_SCALE)):
+            return True
+    return False
+
+
 def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int], cfg: RecoveryConfig,
                     tried: set | frozenset = frozenset()):
     """The single best acceptable (frame, object, box, score) over all frames and targets, or None; (frame, object)
-    pairs in ``tried`` (undone re-identifications) are skipped."""
+    pairs in ``tried`` (undone re-identifications) are skipped, and so are candidates that do not recur in a
+    neighbouring frame when ``cfg.require_recurrence`` (:func:`recurs`)."""
     best, best_score = None, 0.0
     state, presence = views.state, views.presence
     n = state.num_objects
@@ -227,6 +258,8 @@ def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int
                 continue
             if any(k != j and len(c_k) > r and c_k[r, 4] > score for k, c_k in cands.items()):
                 continue
+            if cfg.require_recurrence and not recurs(views, provider, t, j, c[r, :4]):
+                continue
             best, best_score = (t, j, tuple(float(v) for v in c[r, :4]), score), score
     return best
 
@@ -242,8 +275,9 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     lost, and a re-identification whose re-initialised mask fails (:func:`reinit_failed`) is undone before it is
     propagated; with ``observe(t, i, box)``, frames near each anchor show the provider object i and what it is not.
 
-    Each round accepts the single best candidate over all frames and objects, re-initialises the object there, and
-    propagates it backward and forward until the nearest frames where it is visible. A (frame, object) pair becomes
+    Each round accepts the single best candidate over all frames and objects (with ``require_recurrence``, among
+    those that recur in a neighbouring frame: :func:`recurs`), re-initialises the object there, and propagates it
+    backward and forward until the nearest frames where it is visible. A (frame, object) pair becomes
     an anchor when accepted and is never picked again, so the loop ends after at most T x N rounds.
     """
     cfg = config or RecoveryConfig()
