@@ -352,16 +352,23 @@ class _Verifying(_Table):
         self.observed.append((t, i))
 
 
-class _WrongFirst(_Verifying):
-    """Like _Verifying, but object 1's best candidate in frame 4 (where it is absent) is a box on the background,
-    which the drift test rejects once re-initialised there."""
+class _ExtraInFrame4(_Verifying):
+    """Like _Verifying, but object 1 (absent from frame 4) has one candidate there: box EXTRA scored SCORE."""
 
-    WRONG = (40, 5, 60, 18)
+    EXTRA: tuple[int, int, int, int]
+    SCORE: float
 
     def candidates(self, t, i):
         if i == 0 and t == 4:
-            return np.array([[*self.WRONG, 0.95]])
+            return np.array([[*self.EXTRA, self.SCORE]])
         return super().candidates(t, i)
+
+
+class _WrongFirst(_ExtraInFrame4):
+    """Object 1's best candidate in frame 4 is a box on the background, which the drift test rejects once
+    re-initialised there."""
+
+    EXTRA, SCORE = (40, 5, 60, 18), 0.95
 
     def is_drifted(self, t, i, box, threshold=None):
         return i == 0 and (t == 4 or super().is_drifted(t, i, box))
@@ -406,19 +413,14 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
     assert (LOST_AT, 0) not in provider.observed  # object 1 was missing there
 
 
-class _LookAlike(_Verifying):
-    """Like _Verifying, but in frame 4, while object 1 is hidden, a look-alike far from both of object 1's places
-    scores 0.8 as object 1 and passes its drift test wherever a mask covers it."""
+class _LookAlike(_ExtraInFrame4):
+    """In frame 4, while object 1 is hidden, a look-alike far from both of object 1's places scores 0.8 as object 1
+    and passes its drift test wherever a mask covers it."""
 
-    LOOK = (56, 0, 80, 20)
-
-    def candidates(self, t, i):
-        if i == 0 and t == 4:
-            return np.array([[*self.LOOK, 0.8]])
-        return super().candidates(t, i)
+    EXTRA, SCORE = (56, 0, 80, 20), 0.8
 
     def is_drifted(self, t, i, box, threshold=None):
-        return not (i == 0 and _iou(box, self.LOOK) > 0.5) and super().is_drifted(t, i, box)
+        return not (i == 0 and _iou(box, self.EXTRA) > 0.5) and super().is_drifted(t, i, box)
 
 
 def _vanishing_root(path):
@@ -455,7 +457,7 @@ def test_a_reidentification_that_jumps_from_the_objects_track_is_undone(tmp_path
     log = recover(propagator, source, state, _LookAlike(), RecoveryConfig(**no_recurrence))
     assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0), (4, 0)]
     for t in (3, 4):
-        assert _iou(object_box(state.labels(t) == 1, box_enlargement=0.0), _LookAlike.LOOK) > 0.5, t
+        assert _iou(object_box(state.labels(t) == 1, box_enlargement=0.0), _LookAlike.EXTRA) > 0.5, t
 
 
 class _MildDrift(_Verifying):
