@@ -4,7 +4,10 @@ Each sequence of a DAVIS root is propagated once by the shipped model (with the 
 or `--finetune-steps N`), then recovered from that same draft under every rule set of a JSON file
 (default bench/reid_rules.json): {"name": {RecoveryConfig field: value, ..., "provider": {AppearanceReID argument:
 value}}}; an empty rule set is the shipped one. Prints J&F per sequence of the draft (without re-ID) and of each rule
-set, with each rule set's re-ID seconds. One forward pass serves all rule sets: this is how the README's re-ID
+set, with each rule set's re-ID seconds and its accepted recoveries scored as `vsreid evaluate-reid` scores them
+(right ones: box IoU >= 0.5 with the ground truth; precision; recall of lost objects). Each rule set's folder
+OUT/<name> is a results folder of its own (final id maps, reid.json, draft/), so `vsreid evaluate-reid --results
+OUT/<name>` gives its whole breakdown. One forward pass serves all rule sets: this is how the README's re-ID
 settings were compared on train data (the selection split of data/DAVIS2016 and the tune composites of
 bench/bench_reid_real.py). Never choose settings on the val subset or the report split.
 """
@@ -18,15 +21,20 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from reid_bench_steps import per_sequence  # bench/, beside this script
 from vsreid import Segmenter
+from vsreid.commands.evaluate_reid import score_reports
+from vsreid.data.atomic import atomic_write_bytes
 from vsreid.data.davis import DavisRoot
 from vsreid.data.flow import FlowCache, make_flow_estimator
 from vsreid.data.labels import write_labels
+from vsreid.data.results import ResultsFolder
 from vsreid.engine.reid import AppearanceReID
 from vsreid.engine.reid.recovery import recover
+from vsreid.engine.reid.report import build_report
 from vsreid.engine.segmenter import sequence_propagator
 from vsreid.engine.source import SequenceSource
 from vsreid.metrics.evaluation import evaluate_results
@@ -89,6 +97,7 @@ def main() -> int:
                       unit="frame", leave=False):
             pass
         write_sequence(args.out / DRAFT / seq, stems, draft)
+        draft_labels = np.stack([draft.labels(t) for t in range(len(stems))])
         for name, (provider, recovery) in parsed.items():
             reid = AppearanceReID(**provider)
             state = copy.deepcopy(draft)
@@ -96,7 +105,11 @@ def main() -> int:
             reid.prepare(source, first, ids)
             log = recover(propagator, source, state, reid, recovery)
             seconds[name] += time.perf_counter() - start
-            write_sequence(args.out / name / seq, stems, state)
+            folder = ResultsFolder(args.out / name)
+            write_sequence(folder.sequence_dir(seq), stems, state)
+            write_sequence(folder.draft_dir(seq), stems, draft)
+            report = build_report(seq, draft_labels, reid, log, ids, recovery.score_threshold)
+            atomic_write_bytes(folder.reid_report(seq), json.dumps(report).encode())
             print(f"{seq} {name}: {len(log.recoveries)} recoveries, {len(log.drifted)} drifted, "
                   f"{len(log.restored)} put back, {len(log.undone)} undone", flush=True)
     names = [DRAFT, *rules]
@@ -109,6 +122,11 @@ def main() -> int:
     print(f"{'mean (objects)':<20}"
           + "".join(f"{100 * results[name].global_results['J&F-Mean']:>12.1f}" for name in names))
     print(f"{'re-ID seconds':<20}{'':>12}" + "".join(f"{seconds[name]:>12.0f}" for name in rules))
+    totals = {name: score_reports(root, args.out / name, sequences)[-1] for name in rules}
+    print(f"{'recoveries right':<20}{'':>12}"
+          + "".join(f"{totals[name]['correct']:>7d} / {totals[name]['recoveries']:<2d}" for name in rules))
+    for key in ("precision", "recall", "reinit_iou"):
+        print(f"{key:<20}{'':>12}" + "".join(f"{totals[name][key]:>12.3f}" for name in rules))
     return 0
 
 

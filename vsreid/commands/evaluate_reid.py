@@ -199,6 +199,15 @@ def _ratios(row: dict) -> dict:
     return row
 
 
+def score_reports(root: DavisRoot, results: Path, names: list[str]) -> list[dict]:
+    """The CSV rows (counts and ratios) of sequences ``names`` of results folder ``results``, then their TOTAL row."""
+    folder = ResultsFolder(results)
+    rows = [_ratios({"sequence": seq, **evaluate_sequence(root, seq, read_report(folder.reid_report(seq)), results)})
+            for seq in names]
+    rows.append(_ratios({"sequence": "TOTAL", **{k: sum(r[k] for r in rows) for k in COUNTS}}))
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     root = DavisRoot(args.davis_root)
     results = Path(args.results)
@@ -209,9 +218,7 @@ def run(args: argparse.Namespace) -> int:
         names = folder.reid_sequences()
         if not names:
             raise DataError(results, "no <seq>/reid.json found (run `vsreid predict` with re-ID enabled)")
-    rows = [_ratios({"sequence": seq, **evaluate_sequence(root, seq, read_report(folder.reid_report(seq)), results)})
-            for seq in names]
-    rows.append(_ratios({"sequence": "TOTAL", **{k: sum(r[k] for r in rows) for k in COUNTS}}))
+    rows = score_reports(root, results, names)
     width = max(len(r["sequence"]) for r in rows)
     for title, keys in (("1 lost detected", COLUMNS[1:8]), ("2 candidate recall", COLUMNS[8:16]),
                         ("3 precision, 4 re-initialisation", COLUMNS[16:])):
