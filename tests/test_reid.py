@@ -452,12 +452,29 @@ def test_a_reidentification_that_jumps_from_the_objects_track_is_undone(tmp_path
     # centre distance over the geometric-mean side: 49.5 px over (20 x 20 x 15 x 15) ** 0.25 px
     assert track_jump(views, 0, 2, 6) == pytest.approx(np.hypot(49.5, 0.5) / (400 * 225) ** 0.25)
     assert track_jump(views, 0, 2, 3) == 0.0  # absent from frame 3
-    # without the test the look-alike is kept in frames 3 and 4
-    source, propagator, state, _ = _start(_vanishing_root(tmp_path / "kept"))
-    log = recover(propagator, source, state, _LookAlike(), RecoveryConfig(**no_recurrence))
-    assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0), (4, 0)]
-    for t in (3, 4):
-        assert _iou(object_box(state.labels(t) == 1, box_enlargement=0.0), _LookAlike.EXTRA) > 0.5, t
+    # without the test (None, or .inf on the command line) the look-alike is kept in frames 3 and 4
+    for off in (None, float("inf")):
+        source, propagator, state, _ = _start(_vanishing_root(tmp_path / f"kept-{off}"))
+        log = recover(propagator, source, state, _LookAlike(), RecoveryConfig(**no_recurrence, max_jump=off))
+        assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0), (4, 0)]
+        for t in (3, 4):
+            assert _iou(object_box(state.labels(t) == 1, box_enlargement=0.0), _LookAlike.EXTRA) > 0.5, t
+
+
+def test_a_reidentification_is_judged_by_its_track_after_drifted_masks_are_dropped(tmp_path):
+    """Object 1 is re-found in frame 6; propagated backward, its mask stays where it is back (zero flow) through the
+    frames where it is hidden (3-5), up to frame 3, next to its frame-2 track 2.5 object sizes away. Those masks fail
+    the drift test and are dropped before the track test, so the re-identification does not run into the frame-2
+    track and is kept. (The draft keeps object 1 where it was, zero backward flow at frame 3: dropped as drifted.)"""
+    root = _tiny_root(tmp_path)
+    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
+    source, propagator, state, _ = _start(root)
+    log = recover(propagator, source, state, _Verifying(), RecoveryConfig(distractor_window=2, max_jump=1.5))
+    assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)] and not log.undone
+    assert {(t, 0) for t in range(LOST_AT, 6)} <= set(log.drifted)
+    for t in range(LOST_AT, 6):
+        assert not (state.labels(t) == 1).any(), t
+    assert _iou(object_box(state.labels(6) == 1, box_enlargement=0.0), OBJ1_AFTER) > 0.5
 
 
 class _MildDrift(_Verifying):

@@ -82,8 +82,8 @@ class VSReIDModule(LightningModule):
             reid_require_recurrence: the recovery's additions to the original's rules (drift test, putting back
             dropped predictions re-ID finds nothing for, undoing failed re-initialisations, searching an object no
             more after that many undone ones, undoing re-identifications whose track jumps from the object's
-            existing one, ``inf`` switching that off; accepting only candidates that recur in a neighbouring frame); see
-            :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
+            existing one, ``.inf`` switching that off; accepting only candidates that recur in a neighbouring
+            frame); see :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
     """
 
     def __init__(

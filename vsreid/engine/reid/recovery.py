@@ -37,11 +37,12 @@ class RecoveryConfig:
     and that (frame, object) is not tried again.
     max_failures: after this many undone re-identifications of one object in a pass, that object is no longer
     searched in the pass (None: no limit; each undone (frame, object) is still never tried again).
-    max_jump: a re-identification whose re-propagated mask meets the object's existing track (the nearest frame
-    where it is already present, before or after) farther than this from it is undone with everything it
-    propagated (:func:`track_jump`: centre distance in object sizes; None, the default: no test). The existing
-    track came from the first frame or from an earlier, better-scored re-identification, so a later one may not
-    contradict it (off by default: it also undid right re-identifications on the tune split; README).
+    max_jump: a re-identification whose re-propagated mask, once its drifted predictions are dropped, meets the
+    object's existing track (the nearest frame where it is already present, before or after) farther than this from
+    it is undone with everything it propagated and dropped (:func:`track_jump`: centre distance in object sizes;
+    None or inf: no test). Dropping first lets a track that passes through frames where the object is hidden end
+    there instead of running into the old track. The existing track came from the first frame or from an earlier,
+    better-scored re-identification, so a later one may not contradict it (1.5: chosen on train data, README).
     require_recurrence: a candidate is accepted only where it recurs in frame t - 1 or t + 1 (:func:`recurs`): a
     candidate box there in about the same place and size, or the object's own mask mostly inside the box. A real
     object does not flash into a single frame; a correlation peak on the background often does."""
@@ -55,7 +56,7 @@ class RecoveryConfig:
     drift_restore: float | None = 0.5
     undo_failed: bool = True
     max_failures: int | None = None
-    max_jump: float | None = None
+    max_jump: float | None = 1.5
     require_recurrence: bool = True
 
 
@@ -297,6 +298,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
         lambda t, i, box: not provider_drift(t, i, box, threshold=cfg.drift_restore))
     kept: dict[tuple[int, int], tuple] = {}  # dropped predictions to put back where re-ID finds nothing
     lost_ratio = propagator.config.lost_ratio
+    max_jump = cfg.max_jump if cfg.max_jump is not None and np.isfinite(cfg.max_jump) else None
     learn = getattr(provider, "observe", None)
     if is_drifted is not None:
         drop_drifted(views, is_drifted, range(num_frames), range(n), log, kept, restorable)
@@ -323,13 +325,17 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             stop = t + 1 + int(later[0]) if later.size else num_frames
             changed = range(start + 1, stop)  # the frames this round may write
             saved = {f: (state.probs.snapshot(f), state.anchors[f].copy())
-                     for f in (changed if cfg.max_jump is not None else [t])}
+                     for f in (changed if max_jump is not None else [t])}
+            kept_before, drifted_before = dict(kept), len(log.drifted)
 
             def undo():
                 for f, (probs, anchors) in saved.items():
                     state.probs.restore(f, probs)
                     state.anchors[f] = anchors
                 views.invalidate(saved)
+                kept.clear()
+                kept.update(kept_before)
+                del log.drifted[drifted_before:]
                 tried.add((t, j))
                 failures[j] += 1
                 log.undone.append(Recovery(t, j, box, score, kind))
@@ -343,13 +349,13 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             propagator.predict(source, state, t - 1, start, -1, [j])
             propagator.predict(source, state, t + 1, stop, 1, [j])
             views.invalidate(range(start, stop))  # the predicted frames and, with overlapping neighbours, theirs
-            if cfg.max_jump is not None and breaks_track(views, j, start if earlier.size else None,
-                                                         stop if later.size else None, cfg.max_jump):
-                undo()
-                continue
             if is_drifted is not None:
                 drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log, kept,
                              restorable)
+            if max_jump is not None and breaks_track(views, j, start if earlier.size else None,
+                                                     stop if later.size else None, max_jump):
+                undo()
+                continue
             if learn is not None:
                 teach_distractors(views, learn, j, t, cfg.distractor_window)
             log.recoveries.append(Recovery(t, j, box, score, kind))
