@@ -43,11 +43,11 @@ REPO = Path(__file__).resolve().parents[1]
 DRAFT = "draft"
 
 
-def write_sequence(folder: Path, stems: list[str], state) -> None:
-    """Every frame's id map of ``state`` as ``folder/<stem>.png``."""
+def write_sequence(folder: Path, stems: list[str], labels) -> None:
+    """Id maps ``labels[t]`` (H, W) uint8 of every frame as ``folder/<stem>.png``."""
     folder.mkdir(parents=True, exist_ok=True)
-    for t, stem in enumerate(stems):
-        write_labels(folder / f"{stem}.png", state.labels(t))
+    for stem, frame_labels in zip(stems, labels, strict=True):
+        write_labels(folder / f"{stem}.png", frame_labels)
 
 
 def main() -> int:
@@ -96,8 +96,8 @@ def main() -> int:
         for _ in tqdm(propagator.forward_frames(source, draft), total=source.num_frames - 1, desc=seq,
                       unit="frame", leave=False):
             pass
-        write_sequence(args.out / DRAFT / seq, stems, draft)
-        draft_labels = np.stack([draft.labels(t) for t in range(len(stems))])
+        draft_labels = np.stack([draft.labels(t) for t in range(len(stems))])  # (T, H, W), written once a folder
+        write_sequence(args.out / DRAFT / seq, stems, draft_labels)
         for name, (provider, recovery) in parsed.items():
             reid = AppearanceReID(**provider)
             state = copy.deepcopy(draft)
@@ -106,8 +106,8 @@ def main() -> int:
             log = recover(propagator, source, state, reid, recovery)
             seconds[name] += time.perf_counter() - start
             folder = ResultsFolder(args.out / name)
-            write_sequence(folder.sequence_dir(seq), stems, state)
-            write_sequence(folder.draft_dir(seq), stems, draft)
+            write_sequence(folder.sequence_dir(seq), stems, (state.labels(t) for t in range(len(stems))))
+            write_sequence(folder.draft_dir(seq), stems, draft_labels)
             report = build_report(seq, draft_labels, reid, log, ids, recovery.score_threshold)
             atomic_write_bytes(folder.reid_report(seq), json.dumps(report).encode())
             print(f"{seq} {name}: {len(log.recoveries)} recoveries, {len(log.drifted)} drifted, "
