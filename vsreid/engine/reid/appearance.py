@@ -180,6 +180,9 @@ class AppearanceReID:
             ``sigmoid((similarity - center) / width)`` of its :meth:`similarity` with i's template, so ``center`` maps
             to the recovery threshold 0.5 (calibration in the README's re-ID section).
         drift_similarity: :meth:`is_drifted` is true below this similarity.
+        view_similarity: :meth:`observe` keeps a tracked box as a view of its object only when it is at least this
+            similar to the object's template (0.75, chosen on train data: the README's re-ID section; before, the
+            similarity centre 0.7 let views of a look-alike in).
         refine: each correlation peak's box is refined (:meth:`_refine`) before it becomes a candidate.
         refine_steps: the scale and aspect factors refinement tries (with REFINE_SHIFTS).
         refine_tolerance: refinement keeps the largest variant whose similarity is within this of the best one's
@@ -196,7 +199,8 @@ class AppearanceReID:
 
     def __init__(self, device: str | torch.device | None = None, scales=SCALES, top_k: int = 5,
                  nms_iou: float = 0.5, colour_weight: float = 0.5, similarity_center: float = 0.7,
-                 similarity_width: float = 0.05, drift_similarity: float = 0.45, refine: bool = True,
+                 similarity_width: float = 0.05, drift_similarity: float = 0.45,
+                 view_similarity: float = 0.75, refine: bool = True,
                  refine_steps=REFINE_STEPS, refine_tolerance: float = REFINE_TOLERANCE, max_memory: int = 16,
                  cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6):
         self.device = torch.device(device or "cpu")
@@ -206,6 +210,7 @@ class AppearanceReID:
         self.colour_weight = colour_weight
         self.center, self.width = similarity_center, similarity_width
         self.drift_similarity, self.max_memory = drift_similarity, max_memory
+        self.view_similarity = view_similarity
         self.refine, self.refine_steps, self.refine_tolerance = refine, tuple(refine_steps), refine_tolerance
         self.cache_frames = cache_frames
         self.object_cells, self.max_pixels = object_cells, max_pixels
@@ -263,11 +268,12 @@ class AppearanceReID:
 
     def observe(self, t: int, i: int, box, max_iou: float = 0.1) -> int:
         """Object i is reliably tracked at ``box`` (x1, y1, x2, y2) in frame t: keep that view of i when it matches
-        i's template, and remember as i's distractors the other candidates of frame t whose template similarity
-        passes (score >= 0.5) but which overlap ``box`` by at most ``max_iou``. Returns the distractors added."""
+        i's template (``view_similarity``), and remember as i's distractors the other candidates of frame t whose
+        template similarity passes (score >= 0.5) but which overlap ``box`` by at most ``max_iou``. Returns the
+        distractors added."""
         tpl = self.templates[i]
         view = self._describe(t, np.array([box], np.float64))
-        if self._match(view, tpl)[0] >= self.center:
+        if self._match(view, tpl)[0] >= self.view_similarity:
             self.views[i].append(self._appearance(view, 0, tpl))
             del self.views[i][:-self.max_memory]
         found = self._frame_boxes(t)
