@@ -777,19 +777,19 @@ def test_appearance_reid_observed_distractors_stop_passing_as_the_object(synthet
 def test_appearance_reid_keeps_a_view_only_as_similar_as_view_similarity(synthetic):
     """A tracked box becomes a view of its object only when its template similarity reaches ``view_similarity``."""
     root, seq = synthetic
-    obj = seq.meta["objects"][0]
+    obj, ids = seq.meta["objects"][0], [o["id"] for o in seq.meta["objects"]]
     t = next(t for t in range(1, len(seq.labels)) if obj["area"][t] >= 0.9 * obj["full_area"][t])
     box = object_box(seq.labels[t] == obj["id"], box_enlargement=0.0)
+    probe = AppearanceReID()
+    probe.prepare(_source(root, seq.name), seq.labels[0], ids)
+    sim = float(probe.similarity(t, np.array([box], np.float64))[0, 0])
     kept = {}
     for threshold, margin in (("above the box", 0.01), ("below the box", -0.01)):
-        reid = AppearanceReID()
-        reid.prepare(_source(root, seq.name), seq.labels[0], [o["id"] for o in seq.meta["objects"]])
-        sim = float(reid.similarity(t, np.array([box], np.float64))[0, 0])
-        reid.view_similarity = sim + margin
+        reid = AppearanceReID(view_similarity=sim + margin)
+        reid.prepare(_source(root, seq.name), seq.labels[0], ids)
         reid.observe(t, 0, box)
         kept[threshold] = len(reid.views[0])
     assert kept == {"above the box": 0, "below the box": 1}
-    assert AppearanceReID(view_similarity=0.8).view_similarity == 0.8
 
 
 def test_recovery_additions_are_predict_options():

@@ -13,9 +13,9 @@ Two online refinements serve the recovery loop (:func:`vsreid.engine.reid.recove
 - ``is_drifted(t, i, box)``: the propagated mask of object i no longer looks like it (it slid onto an occluder or
   the background), so the frame is treated as one where i is lost;
 - ``observe(t, i, box)``: in a frame where i is reliably tracked at ``box``, that view of i is kept next to its
-  template, and the other candidates that would pass as i are remembered as its distractors; later, a candidate
-  closer to a distractor than to every view of i scores 0 for i (the distractor-aware matching of DaSiamRPN,
-  without training).
+  template (when it is similar enough to it), and the other candidates that would pass as i are remembered as its
+  distractors; later, a candidate closer to a distractor than to every view of i scores 0 for i (the
+  distractor-aware matching of DaSiamRPN, without training).
 """
 from __future__ import annotations
 
