@@ -181,8 +181,8 @@ class AppearanceReID:
             to the recovery threshold 0.5 (calibration in the README's re-ID section).
         drift_similarity: :meth:`is_drifted` is true below this similarity.
         view_similarity: :meth:`observe` keeps a tracked box as a view of its object only when it is at least this
-            similar to the object's template (0.75, chosen on train data: the README's re-ID section; before, the
-            similarity centre 0.7 let views of a look-alike in).
+            similar to the object's template (None: ``similarity_center``; 0.75, measured in the README's re-ID
+            section, keeps fewer views of a look-alike but is not the default).
         refine: each correlation peak's box is refined (:meth:`_refine`) before it becomes a candidate.
         refine_steps: the scale and aspect factors refinement tries (with REFINE_SHIFTS).
         refine_tolerance: refinement keeps the largest variant whose similarity is within this of the best one's
@@ -200,7 +200,7 @@ class AppearanceReID:
     def __init__(self, device: str | torch.device | None = None, scales=SCALES, top_k: int = 5,
                  nms_iou: float = 0.5, colour_weight: float = 0.5, similarity_center: float = 0.7,
                  similarity_width: float = 0.05, drift_similarity: float = 0.45,
-                 view_similarity: float = 0.75, refine: bool = True,
+                 view_similarity: float | None = None, refine: bool = True,
                  refine_steps=REFINE_STEPS, refine_tolerance: float = REFINE_TOLERANCE, max_memory: int = 16,
                  cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6):
         self.device = torch.device(device or "cpu")
@@ -210,7 +210,7 @@ class AppearanceReID:
         self.colour_weight = colour_weight
         self.center, self.width = similarity_center, similarity_width
         self.drift_similarity, self.max_memory = drift_similarity, max_memory
-        self.view_similarity = view_similarity
+        self.view_similarity = similarity_center if view_similarity is None else view_similarity
         self.refine, self.refine_steps, self.refine_tolerance = refine, tuple(refine_steps), refine_tolerance
         self.cache_frames = cache_frames
         self.object_cells, self.max_pixels = object_cells, max_pixels
