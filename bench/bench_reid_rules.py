@@ -58,6 +58,8 @@ def main() -> int:
                         help="JSON file of named rule sets (default bench/reid_rules.json)")
     parser.add_argument("--finetune-steps", type=int, default=None,
                         help="online finetuning steps (default: the shipped weights' recorded steps, 30)")
+    parser.add_argument("--finetune-batch-size", type=int, default=None,
+                        help="samples per finetuning step (default: the shipped weights' recorded 4)")
     parser.add_argument("--weights", default="lite0", help="shipped weights name or a weights file (default lite0)")
     parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_reid_rules")
     parser.add_argument("--flow-dir", type=Path, help="flow cache (default OUT/flow)")
@@ -74,6 +76,8 @@ def main() -> int:
     settings = segmenter.settings
     if args.finetune_steps is not None:
         settings = replace(settings, finetune_steps=args.finetune_steps)
+    if args.finetune_batch_size is not None:
+        settings = replace(settings, finetune_batch_size=args.finetune_batch_size)
     parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig), read and checked before any sequence is run
     for name, rule_set in rules.items():
         fields = dict(rule_set)
@@ -115,7 +119,8 @@ def main() -> int:
     names = [DRAFT, *rules]
     results = {name: evaluate_results(root, args.out / name, sequences=sequences, progress=False) for name in names}
     scores = {name: per_sequence(result) for name, result in results.items()}
-    print(f"\nJ&F, finetuning steps {settings.finetune_steps}, rules {args.rules.name}")
+    print(f"\nJ&F, finetuning steps {settings.finetune_steps} of {settings.finetune_batch_size} samples, "
+          f"rules {args.rules.name}")
     print(f"{'sequence':<20}" + "".join(f"{name:>12}" for name in names))
     for seq in sequences:
         print(f"{seq:<20}" + "".join(f"{scores[name][seq]:>12.1f}" for name in names))
