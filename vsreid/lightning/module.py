@@ -79,11 +79,13 @@ class VSReIDModule(LightningModule):
         reid_occlusion_threshold: a candidate overlapping a visible object's box more is rejected (0.3).
         reid_max_rounds: cap on accepted re-identifications per sequence (None = until no candidate qualifies).
         reid_drift_threshold, reid_drift_restore, reid_undo_failed, reid_max_failures, reid_max_jump,
-            reid_require_recurrence: the recovery's additions to the original's rules (drift test, putting back
-            dropped predictions re-ID finds nothing for, undoing failed re-initialisations, searching an object no
-            more after that many undone ones, undoing re-identifications whose track jumps from the object's
-            existing one, ``.inf`` switching that off; accepting only candidates that recur in a neighbouring
-            frame); see :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
+            reid_require_recurrence, reid_skip_failed_chains: the recovery's additions to the original's rules
+            (drift test, putting back dropped predictions re-ID finds nothing for, undoing failed
+            re-initialisations, searching an object no more after that many undone ones, undoing
+            re-identifications whose track jumps from the object's existing one, ``.inf`` switching that off;
+            accepting only candidates that recur in a neighbouring frame; not trying again the candidates that
+            continue an undone one frame by frame); see :class:`vsreid.engine.reid.recovery.RecoveryConfig` for
+            each and its default.
     """
 
     def __init__(
@@ -137,6 +139,7 @@ class VSReIDModule(LightningModule):
         reid_max_failures: int | None = None,
         reid_max_jump: float | None = None,
         reid_require_recurrence: bool | None = None,
+        reid_skip_failed_chains: bool | None = None,
     ):
         super().__init__()
         if optimizer not in ("sgd", "adamw"):

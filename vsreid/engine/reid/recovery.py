@@ -45,7 +45,10 @@ class RecoveryConfig:
     better-scored re-identification, so a later one may not contradict it (1.5: chosen on train data, README).
     require_recurrence: a candidate is accepted only where it recurs in frame t - 1 or t + 1 (:func:`recurs`): a
     candidate box there in about the same place and size, or the object's own mask mostly inside the box. A real
-    object does not flash into a single frame; a correlation peak on the background often does."""
+    object does not flash into a single frame; a correlation peak on the background often does.
+    skip_failed_chains: when a re-identification is undone, the candidates that continue its box frame by frame
+    (:func:`failed_chain`) are not tried either: a look-alike or a background patch that failed once would otherwise
+    be tried again in every frame it stays in."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -58,6 +61,7 @@ class RecoveryConfig:
     max_failures: int | None = None
     max_jump: float | None = 1.5
     require_recurrence: bool = True
+    skip_failed_chains: bool = False
 
 
 @dataclass
@@ -213,8 +217,6 @@ def recurs(views: FrameViews, provider: ReIDProvider, t: int, i: int, box) -> bo
     root of the box's area) and whose area is within a factor RECUR_SCALE, or i's mask there at least half inside
     ``box``."""
     box = np.asarray(box, np.float64)
-    size = max(float(np.prod(box[2:] - box[:2])), 1.0) ** 0.5
-    centre = (box[:2] + box[2:]) / 2
     x1, y1, x2, y2 = box.astype(int)
     for s in (t - 1, t + 1):
         if not 0 <= s < views.state.num_frames:
@@ -223,12 +225,38 @@ def recurs(views: FrameViews, provider: ReIDProvider, t: int, i: int, box) -> bo
             mask = views.index_map(s) == i + 1
             if 2 * np.count_nonzero(mask[max(y1, 0):y2 + 1, max(x1, 0):x2 + 1]) >= np.count_nonzero(mask):
                 return True
-        other = provider.candidates(s, i)[:, :4]
-        shift = np.linalg.norm((other[:, :2] + other[:, 2:]) / 2 - centre, axis=1) / size
-        scale = np.prod(other[:, 2:] - other[:, :2], axis=1) / size ** 2
-        if np.any((shift <= RECUR_SHIFT) & (scale >= 1 / RECUR_SCALE) & (scale <= RECUR_SCALE)):
+        if np.any(same_place(box, provider.candidates(s, i)[:, :4])):
             return True
     return False
+
+
+def same_place(box, others: np.ndarray) -> np.ndarray:
+    """(M,) bool: which of the boxes ``others`` (M, 4) are where ``box`` (x1, y1, x2, y2) is in a neighbouring frame:
+    centre within RECUR_SHIFT object sizes (square root of ``box``'s area), area within a factor RECUR_SCALE."""
+    box = np.asarray(box, np.float64)
+    size = max(float(np.prod(box[2:] - box[:2])), 1.0) ** 0.5
+    shift = np.linalg.norm((others[:, :2] + others[:, 2:]) / 2 - (box[:2] + box[2:]) / 2, axis=1) / size
+    scale = np.prod(others[:, 2:] - others[:, :2], axis=1) / size ** 2
+    return (shift <= RECUR_SHIFT) & (scale >= 1 / RECUR_SCALE) & (scale <= RECUR_SCALE)
+
+
+def failed_chain(views: FrameViews, provider: ReIDProvider, t: int, i: int, box) -> list[int]:
+    """The frames where the candidate ``box`` of object i in frame t continues: stepping from t both ways while i is
+    missing, frame s joins when i's best candidate there (the one the search would try) is in the same place
+    (:func:`same_place`) as the chain's box in the frame before it."""
+    frames = []
+    for step in (-1, 1):
+        last, s = np.asarray(box, np.float64), t + step
+        while 0 <= s < views.state.num_frames and not views.presence[s, i]:
+            cands = provider.candidates(s, i)
+            if len(cands) == 0:
+                break
+            best = cands[int(np.argmax(cands[:, 4])), :4]
+            if not same_place(last, best[None])[0]:
+                break
+            frames.append(s)
+            last, s = best, s + step
+    return frames
 
 
 def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int], cfg: RecoveryConfig,
@@ -337,6 +365,8 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
                 kept.update(kept_before)
                 del log.drifted[drifted_before:]
                 tried.add((t, j))
+                if cfg.skip_failed_chains:
+                    tried.update((s, j) for s in failed_chain(views, provider, t, j, box))
                 failures[j] += 1
                 log.undone.append(Recovery(t, j, box, score, kind))
 
