@@ -335,13 +335,13 @@ def test_recovery_terminates_when_a_provider_always_answers(tmp_path):
 
 def test_a_failed_candidate_is_not_tried_again_where_it_continues(tmp_path):
     """Every re-initialisation fails (the network erases everything). Object 1's best candidate stays in one place in
-    frames 1-4 and is elsewhere in frames 5-6: with skip_failed_chains, the failure in frame 1 is not tried again in
-    frames 2-4, where the same candidate continues, but the other place is still tried once (frame 5, then not in
-    6); without it, every frame is tried."""
+    frames 1-4 and is elsewhere in frames 5-6. With skip_failed_chains N, a failure is not tried again in the next N
+    frames where the same candidate continues: N = 6 tries frame 1 (not 2-4) and the other place once (5, not 6);
+    N = 2 tries frame 1 (not 2-3), then 4 and 5; without it (0), every frame is tried."""
     erase = lambda images, flows, priors, residuals: np.zeros_like(priors)  # noqa: E731
     here, there = (60, 20, 80, 40), (0, 44, 20, 64)  # 3.2 object sizes apart
     rows = {t: [[[*(here if t < 5 else there), 0.9 if t < 5 else 0.8]], []] for t in range(8)}
-    for skip, tried in ((True, [1, 5]), (False, [1, 2, 3, 4, 5, 6])):
+    for skip, tried in ((6, [1, 5]), (2, [1, 4, 5]), (0, [1, 2, 3, 4, 5, 6])):
         source, propagator, state, _ = _start(_tiny_root(tmp_path / str(skip)), erase)
         log = recover(propagator, source, state, _Frames(rows), RecoveryConfig(skip_failed_chains=skip))
         assert not log.recoveries
@@ -813,11 +813,11 @@ def test_recovery_additions_are_predict_options():
 
     given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
              "reid_max_failures": 2, "reid_max_jump": 3.0, "reid_require_recurrence": False,
-             "reid_skip_failed_chains": True}
+             "reid_skip_failed_chains": 3}
     recovery = settings_from_arguments(given).recovery
     assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures,
             recovery.max_jump, recovery.require_recurrence, recovery.skip_failed_chains) == (
-        0.5, 0.4, False, 2, 3.0, False, True)
+        0.5, 0.4, False, 2, 3.0, False, 3)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

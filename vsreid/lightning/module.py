@@ -83,9 +83,9 @@ class VSReIDModule(LightningModule):
             (drift test, putting back dropped predictions re-ID finds nothing for, undoing failed
             re-initialisations, searching an object no more after that many undone ones, undoing
             re-identifications whose track jumps from the object's existing one, ``.inf`` switching that off;
-            accepting only candidates that recur in a neighbouring frame; not trying again the candidates that
-            continue an undone one frame by frame); see :class:`vsreid.engine.reid.recovery.RecoveryConfig` for
-            each and its default.
+            accepting only candidates that recur in a neighbouring frame; not trying again, in that many frames
+            each way, the candidates that continue an undone one frame by frame); see
+            :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
     """
 
     def __init__(
@@ -139,7 +139,7 @@ class VSReIDModule(LightningModule):
         reid_max_failures: int | None = None,
         reid_max_jump: float | None = None,
         reid_require_recurrence: bool | None = None,
-        reid_skip_failed_chains: bool | None = None,
+        reid_skip_failed_chains: int | None = None,
     ):
         super().__init__()
         if optimizer not in ("sgd", "adamw"):

@@ -47,8 +47,8 @@ class RecoveryConfig:
     candidate box there in about the same place and size, or the object's own mask mostly inside the box. A real
     object does not flash into a single frame; a correlation peak on the background often does.
     skip_failed_chains: when a re-identification is undone, the candidates that continue its box frame by frame
-    (:func:`failed_chain`) are not tried either: a look-alike or a background patch that failed once would otherwise
-    be tried again in every frame it stays in."""
+    (:func:`failed_chain`) are not tried either, in up to this many frames each way (0: off): a look-alike or a
+    background patch that failed once would otherwise be tried again in every frame it stays in."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -61,7 +61,7 @@ class RecoveryConfig:
     max_failures: int | None = None
     max_jump: float | None = 1.5
     require_recurrence: bool = True
-    skip_failed_chains: bool = False
+    skip_failed_chains: int = 0
 
 
 @dataclass
@@ -240,14 +240,14 @@ def same_place(box, others: np.ndarray) -> np.ndarray:
     return (shift <= RECUR_SHIFT) & (scale >= 1 / RECUR_SCALE) & (scale <= RECUR_SCALE)
 
 
-def failed_chain(views: FrameViews, provider: ReIDProvider, t: int, i: int, box) -> list[int]:
-    """The frames where the candidate ``box`` of object i in frame t continues: stepping from t both ways while i is
-    missing, frame s joins when i's best candidate there (the one the search would try) is in the same place
-    (:func:`same_place`) as the chain's box in the frame before it."""
+def failed_chain(views: FrameViews, provider: ReIDProvider, t: int, i: int, box, reach: int) -> list[int]:
+    """The frames, up to ``reach`` each way from t, where the candidate ``box`` of object i in frame t continues:
+    stepping from t both ways while i is missing, frame s joins when i's best candidate there (the one the search
+    would try) is in the same place (:func:`same_place`) as the chain's box in the frame before it."""
     frames = []
     for step in (-1, 1):
         last, s = np.asarray(box, np.float64), t + step
-        while 0 <= s < views.state.num_frames and not views.presence[s, i]:
+        while 0 <= s < views.state.num_frames and abs(s - t) <= reach and not views.presence[s, i]:
             cands = provider.candidates(s, i)
             if len(cands) == 0:
                 break
@@ -366,7 +366,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
                 del log.drifted[drifted_before:]
                 tried.add((t, j))
                 if cfg.skip_failed_chains:
-                    tried.update((s, j) for s in failed_chain(views, provider, t, j, box))
+                    tried.update((s, j) for s in failed_chain(views, provider, t, j, box, cfg.skip_failed_chains))
                 failures[j] += 1
                 log.undone.append(Recovery(t, j, box, score, kind))
 
