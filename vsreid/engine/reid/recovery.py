@@ -213,9 +213,8 @@ def breaks_track(views: FrameViews, i: int, before: int | None, after: int | Non
 
 def recurs(views: FrameViews, provider: ReIDProvider, t: int, i: int, box) -> bool:
     """Whether candidate ``box`` (x1, y1, x2, y2) of object i in frame t recurs in frame t - 1 or t + 1: a candidate
-    box of that frame (any row of ``provider.candidates``) whose centre is within RECUR_SHIFT object sizes (square
-    root of the box's area) and whose area is within a factor RECUR_SCALE, or i's mask there at least half inside
-    ``box``."""
+    box of that frame (any row of ``provider.candidates``) in the same place (:func:`same_place`), or i's mask there
+    at least half inside ``box``."""
     box = np.asarray(box, np.float64)
     x1, y1, x2, y2 = box.astype(int)
     for s in (t - 1, t + 1):
@@ -246,7 +245,7 @@ def failed_chain(views: FrameViews, provider: ReIDProvider, t: int, i: int, box,
     would try) is in the same place (:func:`same_place`) as the chain's box in the frame before it."""
     frames = []
     for step in (-1, 1):
-        last, s = np.asarray(box, np.float64), t + step
+        last, s = box, t + step
         while 0 <= s < views.state.num_frames and abs(s - t) <= reach and not views.presence[s, i]:
             cands = provider.candidates(s, i)
             if len(cands) == 0:
