@@ -3,7 +3,9 @@
 Each sequence of a DAVIS root is propagated once by the shipped model (with the online finetuning its weights record,
 or `--finetune-steps N`), then recovered from that same draft under every rule set of a JSON file
 (default bench/reid_rules.json): {"name": {RecoveryConfig field: value, ..., "provider": {AppearanceReID argument:
-value}}}; an empty rule set is the shipped one. Prints J&F per sequence of the draft (without re-ID) and of each rule
+value}, "propagation": {PropagationConfig field: value}}}; an empty rule set is the shipped one. Propagation fields
+apply to the recovery's re-initialisations and re-propagations only (e.g. ``refine_iterations``): the draft is the
+shipped forward pass. Prints J&F per sequence of the draft (without re-ID) and of each rule
 set, with each rule set's re-ID seconds and its accepted recoveries scored as `vsreid evaluate-reid` scores them
 (right ones: box IoU >= 0.5 with the ground truth; precision; recall of lost objects). Each rule set's folder
 OUT/<name> is a results folder of its own (final id maps, reid.json, draft/), so `vsreid evaluate-reid --results
@@ -34,6 +36,7 @@ from vsreid.data.labels import write_labels
 from vsreid.data.results import ResultsFolder
 from vsreid.engine.reid import AppearanceReID
 from vsreid.engine.reid.recovery import recover
+from vsreid.engine.propagator import Propagator
 from vsreid.engine.reid.report import build_report
 from vsreid.engine.segmenter import sequence_propagator
 from vsreid.engine.source import SequenceSource
@@ -78,13 +81,14 @@ def main() -> int:
         settings = replace(settings, finetune_steps=args.finetune_steps)
     if args.finetune_batch_size is not None:
         settings = replace(settings, finetune_batch_size=args.finetune_batch_size)
-    parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig), read and checked before any sequence is run
+    parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig, PropagationConfig), checked before any sequence
     for name, rule_set in rules.items():
         fields = dict(rule_set)
         provider = fields.pop("provider", {})
+        propagation = fields.pop("propagation", {})
         try:
             AppearanceReID(**provider)
-            parsed[name] = provider, replace(settings.recovery, **fields)
+            parsed[name] = provider, replace(settings.recovery, **fields), replace(settings.propagation, **propagation)
         except (TypeError, ValueError) as err:
             parser.error(f"{args.rules}: rule set {name!r}: {err}")
     flows = FlowCache(root, make_flow_estimator("dis", preset=segmenter.flow_preset),
@@ -102,12 +106,13 @@ def main() -> int:
             pass
         draft_labels = np.stack([draft.labels(t) for t in range(len(stems))])  # (T, H, W), written once a folder
         write_sequence(args.out / DRAFT / seq, stems, draft_labels)
-        for name, (provider, recovery) in parsed.items():
+        for name, (provider, recovery, propagation) in parsed.items():
             reid = AppearanceReID(**provider)
+            recovering = Propagator(propagator.predictor, propagation)
             state = copy.deepcopy(draft)
             start = time.perf_counter()
             reid.prepare(source, first, ids)
-            log = recover(propagator, source, state, reid, recovery)
+            log = recover(recovering, source, state, reid, recovery)
             seconds[name] += time.perf_counter() - start
             folder = ResultsFolder(args.out / name)
             write_sequence(folder.sequence_dir(seq), stems, (state.labels(t) for t in range(len(stems))))
