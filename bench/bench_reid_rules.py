@@ -34,9 +34,9 @@ from vsreid.data.davis import DavisRoot
 from vsreid.data.flow import FlowCache, make_flow_estimator
 from vsreid.data.labels import write_labels
 from vsreid.data.results import ResultsFolder
+from vsreid.engine.propagator import Propagator
 from vsreid.engine.reid import AppearanceReID
 from vsreid.engine.reid.recovery import recover
-from vsreid.engine.propagator import Propagator
 from vsreid.engine.reid.report import build_report
 from vsreid.engine.segmenter import sequence_propagator
 from vsreid.engine.source import SequenceSource
