@@ -263,6 +263,29 @@ def test_validation_measures_the_network_as_predict_runs_it(synth):
     np.testing.assert_allclose(module._val_iou, expected, atol=1e-6)
 
 
+def test_backbone_lr_scale_slows_only_the_image_backbones_pretrained_layers():
+    from vsreid.lightning.module import VSReIDModule
+
+    from types import SimpleNamespace
+
+    def optimizer_groups(module):
+        module._trainer = SimpleNamespace(estimated_stepping_batches=10)  # what the poly schedule reads
+        return module.configure_optimizers()["optimizer"].param_groups
+
+    module = VSReIDModule(**TINY_MODEL, lr=0.01, backbone_lr_scale=0.1)
+    groups = optimizer_groups(module)
+    rate = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert sorted(rate) == sorted(id(p) for p in module.net.parameters())  # every parameter, once
+    net = module.net
+    assert rate[id(net.backbone._conv_stem.weight)] == pytest.approx(0.001)
+    assert rate[id(net.backbone._bn0.bias)] == pytest.approx(0.001)
+    assert rate[id(net.backbone.prob_encode.weight)] == pytest.approx(0.01)  # the prior input starts from zero
+    assert rate[id(net.flow_backbone._conv_stem.weight)] == pytest.approx(0.01)
+    assert rate[id(net.aspp.out_conv2d.weight)] == pytest.approx(0.01)
+    plain = optimizer_groups(VSReIDModule(**TINY_MODEL, lr=0.01))
+    assert {g["name"] for g in plain} == {"conv weight", "conv bias", "bn"}
+
+
 def test_weight_average_is_what_validation_checkpoints_and_prediction_use(tmp_path, monkeypatch):
     import torch
 

@@ -55,6 +55,8 @@ class VSReIDModule(LightningModule):
         lr: base learning rate of the poly schedule.
         weight_decay: weight decay of conv weights and BN parameters.
         poly_power: power of the poly schedule ``lr * (1 - step / total) ** power``.
+        backbone_lr_scale: learning-rate factor of the image backbone's own layers (all but its prior input
+            ``prob_encode``), which start from ImageNet weights (1 = the same rate as the rest).
         lovasz_weight: weight of the Lovász IoU loss added to the cross-entropy, in training and online finetuning.
         freeze_bn: keep BN layers in eval mode with frozen affine parameters (small batches, finetuning).
         ema_decay: keep a moving average of the weights (0 = off) that validation, prediction and export use.
@@ -111,6 +113,7 @@ class VSReIDModule(LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         poly_power: float = 0.9,
+        backbone_lr_scale: float = 1.0,
         lovasz_weight: float = 0.0,
         freeze_bn: bool = False,
         ema_decay: float = 0.0,
@@ -243,6 +246,8 @@ class VSReIDModule(LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         groups = mp2s_param_groups(self.net, h.lr, h.weight_decay)
+        if h.backbone_lr_scale != 1.0:
+            groups = scaled_groups(groups, self.net.backbone, h.backbone_lr_scale)
         groups = [g for g in groups if any(p.requires_grad for p in g["params"])]
         if h.optimizer == "sgd":
             opt = torch.optim.SGD(groups, lr=h.lr, momentum=0.9)
@@ -322,3 +327,18 @@ def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
     p = pred & valid
     union = np.count_nonzero(p | g)
     return 1.0 if union == 0 else np.count_nonzero(p & g) / union
+
+
+def scaled_groups(groups: list[dict], backbone: torch.nn.Module, scale: float) -> list[dict]:
+    """``groups`` with the parameters of ``backbone`` (but for its prior input ``prob_encode``, which starts from
+    zero) moved into groups of their own whose learning rate is ``scale`` x their group's."""
+    exempt = getattr(backbone, "prob_encode", None)
+    scaled = {id(p) for p in backbone.parameters()} - {id(p) for p in (exempt.parameters() if exempt else ())}
+    out = []
+    for g in groups:
+        for suffix, keep in (("", False), (" (backbone)", True)):
+            params = [p for p in g["params"] if (id(p) in scaled) == keep]
+            if params:
+                out.append({**g, "name": g["name"] + suffix, "params": params,
+                            "lr": g["lr"] * (scale if keep else 1.0)})
+    return out
