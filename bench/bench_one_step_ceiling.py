@@ -1,0 +1,78 @@
+"""How much one-step IoU the Lite network's boundary gate leaves room for, on the pairs `vsreid validate` measures.
+
+For every one-step pair (the previous frame's ground truth warped to the next frame by the cached DIS flow, cropped
+to its box enlarged by 15% at 321 px, as validation and predict crop it) this prints the full-frame IoU of:
+
+- ``copy``: the warped prior itself (validation's baseline);
+- ``crop``: the ground truth taken through the crop and pasted back (what resizing alone loses);
+- ``gate R/R2``: a perfect network under the boundary gate of :class:`vsreid.models.mp2s.MP2S`: the ground truth
+  where the gate opens, the prior where it stays shut (R px band, R2 px where the warp's residual exceeds 20).
+
+The network's own one-step IoU on the same pairs comes from `vsreid validate` (README). Uses the flow cache of
+`vsreid fit`/`validate` (work_dirs/flow/<root folder name>), computing flows that are missing.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vsreid.data.crops import paste_back
+from vsreid.data.davis import DavisRoot
+from vsreid.data.samples import EvalPairs
+from vsreid.lightning.data import _flow_cache
+from vsreid.models.mp2s import _band
+
+REPO = Path(__file__).resolve().parents[1]
+GATES = ((5, 30), (5, 0), (10, 30), (10, 60), (20, 60))  # (band, residual band) in crop pixels; (5, 30) is shipped
+RESIDUAL_THRESHOLD = 20.0
+
+
+def iou(pred: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of a bool mask with a 0/1/255 ground truth, void pixels ignored."""
+    valid = truth != 255
+    pred, truth = pred & valid, (truth == 1) & valid
+    union = np.count_nonzero(pred | truth)
+    return np.count_nonzero(pred & truth) / union if union else 1.0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", type=Path, default=REPO / "data" / "DAVIS2016", help="DAVIS root")
+    parser.add_argument("--sequences", nargs="+", help="default: the selection split of configs/pretrain_lite.yaml",
+                        default=["bmx-bumps", "dance-jump", "drift-turn", "mallard-water"])
+    parser.add_argument("--all-sequences", action="store_true", help="every sequence of --root instead")
+    parser.add_argument("--frame-step", type=int, default=3, help="every Nth pair, as validation (default 3)")
+    parser.add_argument("--crop-size", type=int, default=321)
+    parser.add_argument("--flow-cache-dir", default=str(REPO / "work_dirs" / "flow"))
+    args = parser.parse_args()
+    root = DavisRoot(args.root)
+    pairs = EvalPairs(root, None if args.all_sequences else args.sequences,
+                      _flow_cache(root, "dis", "medium", args.flow_cache_dir), size=args.crop_size,
+                      frame_step=args.frame_step)
+    scores: dict[str, list[float]] = {"copy": [], "crop": [], **{f"gate {a}/{b}": [] for a, b in GATES}}
+    for k in range(len(pairs)):
+        item = pairs[k]
+        truth, box = item["target_full"], tuple(item["box"].tolist())
+        target = (item["target"] == 1).astype(np.float32)
+        prior = torch.from_numpy(item["prior"][None])
+        wide = torch.from_numpy(item["residual"][None]) > RESIDUAL_THRESHOLD
+        scores["copy"].append(iou(item["prior_full"] > 0, truth))
+        scores["crop"].append(iou(paste_back(target, box, truth.shape) > 0.5, truth))
+        for band, residual_band in GATES:
+            gate = _band(prior, band)
+            if residual_band:
+                gate = torch.maximum(gate, _band(prior, residual_band) * wide)
+            gate = gate[0, 0].numpy()
+            mixed = gate * target + (1 - gate) * item["prior"][0]
+            scores[f"gate {band}/{residual_band}"].append(iou(paste_back(mixed, box, truth.shape) > 0.5, truth))
+    print(f"{len(pairs)} pairs of {root.root}")
+    for name, values in scores.items():
+        print(f"  {name:<12} {np.mean(values):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
