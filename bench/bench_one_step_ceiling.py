@@ -23,19 +23,12 @@ from vsreid.data.crops import paste_back
 from vsreid.data.davis import DavisRoot
 from vsreid.data.samples import EvalPairs
 from vsreid.lightning.data import _flow_cache
-from vsreid.models.mp2s import _band
+from vsreid.lightning.module import _iou as iou
+from vsreid.models.mp2s import band_gate
 
 REPO = Path(__file__).resolve().parents[1]
 GATES = ((5, 30), (5, 0), (10, 30), (10, 60), (20, 60))  # (band, residual band) in crop pixels; (5, 30) is shipped
 RESIDUAL_THRESHOLD = 20.0
-
-
-def iou(pred: np.ndarray, truth: np.ndarray) -> float:
-    """IoU of a bool mask with a 0/1/255 ground truth, void pixels ignored."""
-    valid = truth != 255
-    pred, truth = pred & valid, (truth == 1) & valid
-    union = np.count_nonzero(pred | truth)
-    return np.count_nonzero(pred & truth) / union if union else 1.0
 
 
 def main() -> int:
@@ -58,14 +51,11 @@ def main() -> int:
         truth, box = item["target_full"], tuple(item["box"].tolist())
         target = (item["target"] == 1).astype(np.float32)
         prior = torch.from_numpy(item["prior"][None])
-        wide = torch.from_numpy(item["residual"][None]) > RESIDUAL_THRESHOLD
+        residual = torch.from_numpy(item["residual"][None])
         scores["copy"].append(iou(item["prior_full"] > 0, truth))
         scores["crop"].append(iou(paste_back(target, box, truth.shape) > 0.5, truth))
         for band, residual_band in GATES:
-            gate = _band(prior, band)
-            if residual_band:
-                gate = torch.maximum(gate, _band(prior, residual_band) * wide)
-            gate = gate[0, 0].numpy()
+            gate = band_gate(prior, band, residual, residual_band, RESIDUAL_THRESHOLD)[0, 0].numpy()
             mixed = gate * target + (1 - gate) * item["prior"][0]
             scores[f"gate {band}/{residual_band}"].append(iou(paste_back(mixed, box, truth.shape) > 0.5, truth))
     print(f"{len(pairs)} pairs of {root.root}")

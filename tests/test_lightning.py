@@ -264,9 +264,9 @@ def test_validation_measures_the_network_as_predict_runs_it(synth):
 
 
 def test_backbone_lr_scale_slows_only_the_image_backbones_pretrained_layers():
-    from vsreid.lightning.module import VSReIDModule
-
     from types import SimpleNamespace
+
+    from vsreid.lightning.module import VSReIDModule
 
     def optimizer_groups(module):
         module._trainer = SimpleNamespace(estimated_stepping_batches=10)  # what the poly schedule reads

@@ -336,9 +336,9 @@ def scaled_groups(groups: list[dict], backbone: torch.nn.Module, scale: float) -
     scaled = {id(p) for p in backbone.parameters()} - {id(p) for p in (exempt.parameters() if exempt else ())}
     out = []
     for g in groups:
-        for suffix, keep in (("", False), (" (backbone)", True)):
-            params = [p for p in g["params"] if (id(p) in scaled) == keep]
+        for suffix, in_backbone in (("", False), (" (backbone)", True)):
+            params = [p for p in g["params"] if (id(p) in scaled) == in_backbone]
             if params:
                 out.append({**g, "name": g["name"] + suffix, "params": params,
-                            "lr": g["lr"] * (scale if keep else 1.0)})
+                            "lr": g["lr"] * (scale if in_backbone else 1.0)})
     return out

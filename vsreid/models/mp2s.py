@@ -196,11 +196,7 @@ class MP2S(nn.Module):
     def band_gate(self, prior: torch.Tensor, residual: torch.Tensor | None = None) -> torch.Tensor:
         """``[N,1,H,W]`` in [0, 1]: 1 near the prior's boundary, 0 beyond ``boundary_band`` pixels from it; where
         ``residual`` > ``residual_threshold``, the band of radius ``residual_band`` instead (when set)."""
-        gate = _band(prior, self.boundary_band)
-        if self.residual_band and residual is not None:
-            wide = _band(prior, self.residual_band) * (residual > self.residual_threshold)
-            gate = torch.maximum(gate, wide)
-        return gate.to(prior.dtype)
+        return band_gate(prior, self.boundary_band, residual, self.residual_band, self.residual_threshold)
 
     def train(self, mode: bool = True) -> MP2S:
         super().train(mode)
@@ -242,6 +238,16 @@ class MP2S(nn.Module):
         except RuntimeError as err:
             raise ValueError(f"{path}: not an MP2S-{backbone} checkpoint: {err}") from None
         return model.eval()
+
+
+def band_gate(prior: torch.Tensor, band: int, residual: torch.Tensor | None = None, residual_band: int = 0,
+              residual_threshold: float = 20.0) -> torch.Tensor:
+    """:meth:`MP2S.band_gate` of a network with these settings: ``[N,1,H,W]`` in [0, 1], open within ``band``
+    pixels of the prior's boundary and, where ``residual`` > ``residual_threshold``, within ``residual_band``."""
+    gate = _band(prior, band)
+    if residual_band and residual is not None:
+        gate = torch.maximum(gate, _band(prior, residual_band) * (residual > residual_threshold))
+    return gate.to(prior.dtype)
 
 
 def _band(prior: torch.Tensor, radius: int) -> torch.Tensor:
