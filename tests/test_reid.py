@@ -355,7 +355,7 @@ class _Verifying(_Table):
 
     def __init__(self):
         super().__init__([[], []])
-        self.observed = []
+        self.observed, self.without_view = [], []
 
     def candidates(self, t, i):
         return np.array([[*OBJ1_AFTER, 0.9]]) if i == 0 and t > 5 else np.zeros((0, 5))
@@ -363,8 +363,9 @@ class _Verifying(_Table):
     def is_drifted(self, t, i, box, threshold=None):
         return i == 0 and t >= LOST_AT and (t <= 5 or _iou(box, OBJ1_AFTER) < 0.5)
 
-    def observe(self, t, i, box):
+    def observe(self, t, i, box, view=True):
         self.observed.append((t, i))
+        self.without_view += [] if view else [(t, i)]
 
 
 class _ExtraInFrame4(_Verifying):
@@ -426,6 +427,21 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
     # frames near the anchors were shown to the provider: frame 0's window for both objects, then the recovery's
     assert {(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (6, 0), (7, 0)} <= set(provider.observed)
     assert (LOST_AT, 0) not in provider.observed  # object 1 was missing there
+    assert not provider.without_view
+
+
+def test_without_views_from_recoveries_a_recovery_teaches_only_distractors(tmp_path):
+    """``views_from_recoveries=False``: the frames near a re-identification are shown to the provider without
+    keeping views of the object; the first frame's still are."""
+    root = _tiny_root(tmp_path)
+    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
+    source, propagator, state, _ = _start(root)
+    provider = _Verifying()
+    log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2,
+                                                                      views_from_recoveries=False))
+    assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
+    assert {(6, 0), (7, 0)} <= set(provider.without_view)
+    assert all(t >= 6 for t, _ in provider.without_view) and (0, 0) in provider.observed
 
 
 class _LookAlike(_ExtraInFrame4):
@@ -804,6 +820,8 @@ def test_appearance_reid_keeps_a_view_only_as_similar_as_view_similarity(synthet
         reid.prepare(_source(root, seq.name), seq.labels[0], ids)
         reid.observe(t, 0, box)
         kept[threshold] = len(reid.views[0])
+        reid.observe(t, 0, box, view=False)
+        assert len(reid.views[0]) == kept[threshold]  # distractors only
     assert kept == {"above the box": 0, "below the box": 1}
 
 
@@ -813,11 +831,11 @@ def test_recovery_additions_are_predict_options():
 
     given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
              "reid_max_failures": 2, "reid_max_jump": 3.0, "reid_require_recurrence": False,
-             "reid_skip_failed_chains": 3}
+             "reid_skip_failed_chains": 3, "reid_views_from_recoveries": False}
     recovery = settings_from_arguments(given).recovery
     assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures,
-            recovery.max_jump, recovery.require_recurrence, recovery.skip_failed_chains) == (
-        0.5, 0.4, False, 2, 3.0, False, 3)
+            recovery.max_jump, recovery.require_recurrence, recovery.skip_failed_chains,
+            recovery.views_from_recoveries) == (0.5, 0.4, False, 2, 3.0, False, 3, False)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

@@ -266,15 +266,15 @@ class AppearanceReID:
             self._last_similarity = key, self.similarity(t, np.array([box], np.float64))[:, 0]
         return bool(self._last_similarity[1][i] < limit)
 
-    def observe(self, t: int, i: int, box, max_iou: float = 0.1) -> int:
+    def observe(self, t: int, i: int, box, max_iou: float = 0.1, view: bool = True) -> int:
         """Object i is reliably tracked at ``box`` (x1, y1, x2, y2) in frame t: keep that view of i when it matches
-        i's template (``view_similarity``), and remember as i's distractors the other candidates of frame t whose
-        template similarity passes (score >= 0.5) but which overlap ``box`` by at most ``max_iou``. Returns the
-        distractors added."""
+        i's template (``view_similarity``; never when not ``view``), and remember as i's distractors the other
+        candidates of frame t whose template similarity passes (score >= 0.5) but which overlap ``box`` by at most
+        ``max_iou``. Returns the distractors added."""
         tpl = self.templates[i]
-        view = self._describe(t, np.array([box], np.float64))
-        if self._match(view, tpl)[0] >= self.view_similarity:
-            self.views[i].append(self._appearance(view, 0, tpl))
+        seen = self._describe(t, np.array([box], np.float64))
+        if view and self._match(seen, tpl)[0] >= self.view_similarity:
+            self.views[i].append(self._appearance(seen, 0, tpl))
             del self.views[i][:-self.max_memory]
         found = self._frame_boxes(t)
         sims = self._match(found, tpl)

@@ -48,7 +48,10 @@ class RecoveryConfig:
     object does not flash into a single frame; a correlation peak on the background often does.
     skip_failed_chains: when a re-identification is undone, the candidates that continue its box frame by frame
     (:func:`failed_chain`) are not tried either, in up to this many frames each way (0: off): a look-alike or a
-    background patch that failed once would otherwise be tried again in every frame it stays in."""
+    background patch that failed once would otherwise be tried again in every frame it stays in.
+    views_from_recoveries: frames near an accepted re-identification show the provider views of the object as well
+    as its distractors (False: distractors only; views come from the first frame's track alone). A view taken from a
+    look-alike makes the look-alike score higher in the frames around it, where it is accepted again."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -62,6 +65,7 @@ class RecoveryConfig:
     max_jump: float | None = 1.5
     require_recurrence: bool = True
     skip_failed_chains: int = 0
+    views_from_recoveries: bool = True
 
 
 @dataclass
@@ -327,6 +331,8 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     lost_ratio = propagator.config.lost_ratio
     max_jump = cfg.max_jump if cfg.max_jump is not None and np.isfinite(cfg.max_jump) else None
     learn = getattr(provider, "observe", None)
+    learn_after = learn if learn is None or cfg.views_from_recoveries else (
+        lambda t, i, box: learn(t, i, box, view=False))
     if is_drifted is not None:
         drop_drifted(views, is_drifted, range(num_frames), range(n), log, kept, restorable)
     if learn is not None:
@@ -385,8 +391,8 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
                                                      stop if later.size else None, max_jump):
                 undo()
                 continue
-            if learn is not None:
-                teach_distractors(views, learn, j, t, cfg.distractor_window)
+            if learn_after is not None:
+                teach_distractors(views, learn_after, j, t, cfg.distractor_window)
             log.recoveries.append(Recovery(t, j, box, score, kind))
     restore_unfound(views, kept, log)
     return log
