@@ -51,7 +51,8 @@ class RecoveryConfig:
     background patch that failed once would otherwise be tried again in every frame it stays in.
     views_from_recoveries: frames near an accepted re-identification show the provider views of the object as well
     as its distractors (False: distractors only; views come from the first frame's track alone). A view taken from a
-    look-alike makes the look-alike score higher in the frames around it, where it is accepted again."""
+    look-alike makes the look-alike score higher in the frames around it, where it is accepted again; a view of the
+    right object carries it across changes of appearance (False measured worse on the synthetic bench: README)."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -305,7 +306,8 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     provider methods extend the original: with ``is_drifted(t, i, box, threshold)``, predictions that no longer show
     their object are dropped first (and after each re-propagation), so that a mask stuck on an occluder counts as
     lost, and a re-identification whose re-initialised mask fails (:func:`reinit_failed`) is undone before it is
-    propagated; with ``observe(t, i, box)``, frames near each anchor show the provider object i and what it is not.
+    propagated; with ``observe(t, i, box)``, frames near each anchor show the provider object i and what it is not
+    (``observe(t, i, box, view=False)`` after a re-identification when not ``views_from_recoveries``).
 
     Each round accepts the single best candidate over all frames and objects (with ``require_recurrence``, among
     those that recur in a neighbouring frame: :func:`recurs`), re-initialises the object there, and propagates it
