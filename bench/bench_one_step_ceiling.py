@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 
 from vsreid.data.crops import paste_back
 from vsreid.data.davis import DavisRoot
@@ -25,17 +26,24 @@ from vsreid.data.samples import EvalPairs
 from vsreid.lightning.data import _flow_cache
 from vsreid.lightning.module import _iou as iou
 from vsreid.models.mp2s import band_gate
+from vsreid.resources import config_path
 
 REPO = Path(__file__).resolve().parents[1]
 GATES = ((5, 30), (5, 0), (10, 30), (10, 60), (20, 60))  # (band, residual band) in crop pixels; (5, 30) is shipped
 RESIDUAL_THRESHOLD = 20.0
 
 
+def selection_split() -> list[str]:
+    """The held-out train sequences that choose checkpoints: ``val_sequences`` of the shipped pretraining config."""
+    config = yaml.safe_load(config_path("pretrain_lite").read_text())
+    return list(config["data"]["init_args"]["val_sequences"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--root", type=Path, default=REPO / "data" / "DAVIS2016", help="DAVIS root")
     parser.add_argument("--sequences", nargs="+", help="default: the selection split of configs/pretrain_lite.yaml",
-                        default=["bmx-bumps", "dance-jump", "drift-turn", "mallard-water"])
+                        default=selection_split())
     parser.add_argument("--all-sequences", action="store_true", help="every sequence of --root instead")
     parser.add_argument("--frame-step", type=int, default=3, help="every Nth pair, as validation (default 3)")
     parser.add_argument("--crop-size", type=int, default=321)

@@ -365,7 +365,8 @@ class _Verifying(_Table):
 
     def observe(self, t, i, box, view=True):
         self.observed.append((t, i))
-        self.without_view += [] if view else [(t, i)]
+        if not view:
+            self.without_view.append((t, i))
 
 
 class _ExtraInFrame4(_Verifying):
