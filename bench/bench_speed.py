@@ -15,7 +15,8 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   ``--compile`` also ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start);
   then its FLOPs against this machine's fp32 GEMM rate: about the most object-frames/s this network can reach here.
 - One online finetuning step (4 samples of 321 px, AdamW, BN frozen) per finetuning scope: the whole network, all
-  but the flow backbone, the heads over both backbones.
+  but the flow backbone, the heads over both backbones; the shipped scope also with NCHW weights and with PyTorch's
+  own backward pass of the dilated convolutions (before :class:`vsreid.models.dilated.DilatedConv2d`).
 - The embedded re-ID's appearance features of one 854x480 frame (its drift test computes them for every frame):
   BN folded with NCHW weights against the shipped BN folded, channels_last net.
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
@@ -39,6 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vsreid.data.crops import boxes_from_labels, crop_resize
@@ -52,6 +54,7 @@ from vsreid.engine.predictor import PatchPredictor
 from vsreid.engine.reid.appearance import AppearanceReID
 from vsreid.models import box
 from vsreid.models.checkpoints import load_network
+from vsreid.models.dilated import DilatedConv2d
 from vsreid.models.guided import GuidedFilter
 from vsreid.metrics.measures import jaccard_and_boundary
 from vsreid.models.inference_graph import inference_graph
@@ -108,13 +111,25 @@ def nchw_finetuning():
 
 
 @contextmanager
+def autograd_dilated_backward():
+    """Inside, dilated convolutions train with PyTorch's own backward pass (as before session 26), not
+    :class:`vsreid.models.dilated.DilatedConv2d`'s."""
+    fast = DilatedConv2d.forward
+    DilatedConv2d.forward = nn.Conv2d.forward
+    try:
+        yield
+    finally:
+        DilatedConv2d.forward = fast
+
+
+@contextmanager
 def before_issue_19():
     """Inside, prediction runs the network as it was before issue 19: eager (BatchNorm unfolded), ``avg_pool2d``
-    box means, finetuning with NCHW weights."""
+    box means, finetuning with NCHW weights and autograd's dilated-convolution backward."""
     graph = segmenter.inference_graph
     segmenter.inference_graph = lambda net, in_place=False: net
     try:
-        with pooled_box_means(), nchw_finetuning():
+        with pooled_box_means(), nchw_finetuning(), autograd_dilated_backward():
             yield
     finally:
         segmenter.inference_graph = graph
@@ -282,7 +297,12 @@ def bench_finetune(step: dict, rounds: int) -> None:
         with nchw_finetuning():
             return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
 
+    def autograd_image_scope():
+        with autograd_dilated_backward():
+            return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
+
     sides["scope image, NCHW weights (before)"] = nchw_image_scope
+    sides["scope image, autograd's dilated-conv backward (before)"] = autograd_image_scope
     compare(f"online finetuning: copy + 1 step of {CROPS} samples of {CROP} px "
             f"(weights {str(finetune.MEMORY_FORMAT).split('.')[-1]} unless said)", sides, rounds)
 

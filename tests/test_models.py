@@ -21,6 +21,7 @@ from vsreid.models import (
     set_bn_frozen,
 )
 from vsreid.models.box import box_mean, pooled_box_mean, running_box_mean
+from vsreid.models.dilated import DilatedConv2d
 from vsreid.models.inference_graph import inference_graph
 
 SHARED = Path(os.environ.get("VSREID_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -484,3 +485,38 @@ def test_inference_graph_in_place_folds_the_given_network():
     prior = (torch.rand(2, 1, 65, 65) > 0.5).float()
     with torch.no_grad():
         torch.testing.assert_close(in_place(image, flow, prior), copied(image, flow, prior), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("depthwise", [True, False])
+@pytest.mark.parametrize("dilation,size", [(2, 21), (6, 13), (24, 21), (3, 8)])
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_dilated_conv_backward_equals_autograd_of_conv2d(depthwise, dilation, size, memory_format):
+    torch.manual_seed(0)
+    channels, kernel = 6, (5 if depthwise else 3)
+    fast = DilatedConv2d(channels, channels, kernel, dilation, groups=channels if depthwise else 1, bias=not depthwise)
+    plain = nn.Conv2d(channels, channels, kernel, 1, dilation * (kernel // 2), dilation,
+                      groups=channels if depthwise else 1, bias=not depthwise)
+    plain.load_state_dict(fast.state_dict())  # same parameters, same keys
+    fast, plain = fast.to(memory_format=memory_format), plain.to(memory_format=memory_format)
+    x = torch.randn(2, channels, size, size + 3).to(memory_format=memory_format)
+    grad = torch.randn(2, channels, size, size + 3)
+    outs = []
+    for conv in (fast, plain):
+        xi = x.clone().requires_grad_()
+        y = conv(xi)
+        outs.append((y, *torch.autograd.grad(y, (xi, *conv.parameters()), grad)))
+    for mine, reference in zip(*outs):
+        assert mine.shape == reference.shape
+        assert torch.allclose(mine, reference, rtol=1e-4, atol=1e-4)
+    assert outs[0][2].abs().sum() > 0  # the kernel gradient is not trivially zero
+
+
+def test_dilated_conv_trains_only_what_requires_grad():
+    conv = DilatedConv2d(4, 4, 3, 2, groups=4, bias=False).requires_grad_(False)
+    x = torch.randn(1, 4, 9, 9, requires_grad=True)
+    conv(x).sum().backward()
+    assert x.grad is not None and conv.weight.grad is None
+    with pytest.raises(ValueError, match="odd kernel"):
+        DilatedConv2d(4, 4, 2, 2)
+    with pytest.raises(ValueError, match="groups"):
+        DilatedConv2d(4, 8, 3, 2, groups=4)

@@ -13,6 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .dilated import DilatedConv2d
+
 #: (kernel, stride, expand ratio, out channels, repeats) of the 7 stages.
 STAGES = ((3, 1, 1, 16, 1), (3, 2, 6, 24, 2), (5, 2, 6, 40, 2), (3, 2, 6, 80, 3),
           (5, 1, 6, 112, 3), (5, 2, 6, 192, 4), (3, 1, 6, 320, 1))  # fmt: skip
@@ -35,8 +37,10 @@ class MBConv(nn.Module):
         if expand != 1:
             self._expand_conv = nn.Conv2d(in_ch, mid, 1, bias=False)
             self._bn0 = _bn(mid, bn_momentum)
-        pad = dilation * (kernel // 2)
-        self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, pad, dilation, groups=mid, bias=False)
+        if dilation > 1:  # stride 1: a faster backward pass (vsreid.models.dilated)
+            self._depthwise_conv = DilatedConv2d(mid, mid, kernel, dilation, groups=mid, bias=False)
+        else:
+            self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
         self._bn1 = _bn(mid, bn_momentum)
         self._project_conv = nn.Conv2d(mid, out_ch, 1, bias=False)
         self._bn2 = _bn(out_ch, bn_momentum)
