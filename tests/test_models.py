@@ -22,6 +22,7 @@ from vsreid.models import (
 )
 from vsreid.models.box import box_mean, pooled_box_mean, running_box_mean
 from vsreid.models.dilated import DilatedConv2d
+from vsreid.models.refine import _cat_as
 from vsreid.models.inference_graph import inference_graph
 
 SHARED = Path(os.environ.get("VSREID_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
@@ -520,3 +521,13 @@ def test_dilated_conv_trains_only_what_requires_grad():
         DilatedConv2d(4, 4, 2, 2)
     with pytest.raises(ValueError, match="groups"):
         DilatedConv2d(4, 8, 3, 2, groups=4)
+
+
+def test_refiner_concatenates_in_the_memory_order_of_its_features():
+    features = torch.randn(2, 8, 9, 9).to(memory_format=torch.channels_last)
+    maps = [features, torch.randn(2, 2, 9, 9), torch.randn(2, 1, 9, 9)]
+    out = _cat_as(features, maps)
+    assert out.is_contiguous(memory_format=torch.channels_last)  # no copy before the next channels_last conv
+    assert torch.equal(out, torch.cat(maps, 1))
+    nchw = _cat_as(features.contiguous(), [features.contiguous(), maps[1]])
+    assert nchw.is_contiguous()

@@ -21,6 +21,17 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bilinear", align_corners=True)
 
 
+def _cat_as(like: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
+    """Channel concatenation in ``like``'s memory order: channels_last when ``like`` is (at inference), where a cat
+    of maps of mixed orders would come out NCHW and the next convolution would copy it back (x1.16 on the Lite
+    forward, ``bench/bench_speed.py``). Same values as ``torch.cat(maps, 1)``."""
+    if like.shape[1] > 1 and like.is_contiguous(memory_format=torch.channels_last):
+        maps = [m.contiguous(memory_format=torch.channels_last) for m in maps]
+        # a one-channel map looks NCHW to cat, which then returns NCHW: converted once, as before
+        return torch.cat(maps, 1).contiguous(memory_format=torch.channels_last)
+    return torch.cat(maps, 1)
+
+
 class BoundaryRefiner(nn.Module):
     """Two-step decoder: ``forward(logits, low4, low2, guide) -> logits`` at ``low2``'s size.
 
@@ -48,7 +59,9 @@ class BoundaryRefiner(nn.Module):
                 guide: torch.Tensor) -> torch.Tensor:
         size4, size2 = low4.shape[-2:], low2.shape[-2:]
         coarse4 = _resize(logits, size4)
-        x = self.fuse4(torch.cat([self.low4(low4), coarse4, _resize(guide, size4)], 1))
+        features4 = self.low4(low4)
+        x = self.fuse4(_cat_as(features4, [features4, coarse4, _resize(guide, size4)]))
         coarse2 = _resize(coarse4, size2)
-        x = self.fuse2(torch.cat([_resize(x, size2), self.low2(low2), coarse2, _resize(guide, size2)], 1))
+        features2 = self.low2(low2)
+        x = self.fuse2(_cat_as(features2, [_resize(x, size2), features2, coarse2, _resize(guide, size2)]))
         return coarse2 + self.correction(x)
