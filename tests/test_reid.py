@@ -851,3 +851,24 @@ def test_appearance_features_run_with_batchnorm_folded_and_unchanged_values():
     image = torch.rand(1, 3, 96, 160, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(reid.net(image), _Stride16Features()(image), rtol=0, atol=1e-4)
+
+
+def test_colour_bins_of_many_boxes_on_threads_equal_one_by_one(monkeypatch):
+    import torch
+    from vsreid.engine.reid import appearance
+
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (120, 200, 3), dtype=np.uint8)
+    corner = rng.uniform(0, 150, (appearance.PARALLEL_BOXES + 5, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(3, 90, corner.shape)], 1)  # some past the frame's edge
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        parallel = appearance._colour_bins(frame, boxes)
+        monkeypatch.setattr(appearance, "PARALLEL_BOXES", len(boxes) + 1)
+        serial = appearance._colour_bins(frame, boxes)
+    finally:
+        torch.set_num_threads(threads)
+    assert parallel.shape == (len(boxes), appearance.COLOUR_SIDE ** 2)
+    assert np.array_equal(parallel, serial)
+    assert len(np.unique(parallel)) > 10

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -46,6 +47,7 @@ REFINE_SHIFTS = (-0.15, 0.0, 0.15)  # ... and shifts (fractions of its width and
 REFINE_TOLERANCE = 0.005  # the largest variant within this similarity of the most similar is kept (default)
 COLOUR_SIDE = 24  # boxes are resized to this square before their colour histogram is taken
 COLOUR_BINS = (4, 8, 8)  # Lab histogram bins: L over 0-255, a and b over 64-191 (OpenCV's 8-bit Lab)
+PARALLEL_BOXES = 64  # boxes of a frame resized on several threads from this many
 
 
 class _Stride16Features(nn.Module):
@@ -142,17 +144,28 @@ def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def _colour_bins(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(M, COLOUR_SIDE^2) int Lab histogram bin of every pixel of each box (M, 4) of an RGB uint8 frame, after
-    resizing the box to COLOUR_SIDE x COLOUR_SIDE."""
+    resizing the box to COLOUR_SIDE x COLOUR_SIDE (area interpolation; the boxes of a frame are resized on torch's
+    threads: a box refinement resizes 144 boxes a peak, and one resize is single-threaded)."""
     if len(boxes) == 0:
         return np.zeros((0, COLOUR_SIDE * COLOUR_SIDE), np.int64)
     h, w = frame.shape[:2]
-    crops = np.zeros((len(boxes) * COLOUR_SIDE, COLOUR_SIDE, 3), np.uint8)  # the resized boxes, stacked
-    for m, (x1, y1, x2, y2) in enumerate(boxes.tolist()):
+    crops = np.zeros((len(boxes), COLOUR_SIDE, COLOUR_SIDE, 3), np.uint8)  # the resized boxes
+
+    def resize(m: int, box) -> None:
+        x1, y1, x2, y2 = box
         x1, y1 = int(min(max(x1, 0), w - 1)), int(min(max(y1, 0), h - 1))
         x2, y2 = min(max(math.ceil(x2), x1 + 1), w), min(max(math.ceil(y2), y1 + 1), h)
-        crops[m * COLOUR_SIDE:(m + 1) * COLOUR_SIDE] = cv2.resize(frame[y1:y2, x1:x2], (COLOUR_SIDE, COLOUR_SIDE),
-                                                                  interpolation=cv2.INTER_AREA)
-    lab = cv2.cvtColor(crops, cv2.COLOR_RGB2LAB).reshape(len(boxes), -1, 3).astype(np.int64)
+        crops[m] = cv2.resize(frame[y1:y2, x1:x2], (COLOUR_SIDE, COLOUR_SIDE), interpolation=cv2.INTER_AREA)
+
+    threads = torch.get_num_threads()
+    if threads > 1 and len(boxes) >= PARALLEL_BOXES:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(resize, range(len(boxes)), boxes.tolist()))
+    else:
+        for m, box in enumerate(boxes.tolist()):
+            resize(m, box)
+    lab = cv2.cvtColor(crops.reshape(-1, COLOUR_SIDE, 3), cv2.COLOR_RGB2LAB).reshape(len(boxes), -1, 3)
+    lab = lab.astype(np.int64)
     nl, na, nb = COLOUR_BINS
     a = np.clip((lab[..., 1] - 64) * na // 128, 0, na - 1)
     b = np.clip((lab[..., 2] - 64) * nb // 128, 0, nb - 1)
