@@ -23,8 +23,8 @@ import yaml
 from vsreid.data.crops import paste_back
 from vsreid.data.davis import DavisRoot
 from vsreid.data.samples import EvalPairs
-from vsreid.lightning.data import _flow_cache
-from vsreid.lightning.module import _iou as iou
+from vsreid.lightning.data import root_flow_cache
+from vsreid.lightning.module import mask_iou as iou
 from vsreid.models.mp2s import band_gate
 from vsreid.resources import config_path
 
@@ -51,7 +51,7 @@ def main() -> int:
     args = parser.parse_args()
     root = DavisRoot(args.root)
     pairs = EvalPairs(root, None if args.all_sequences else args.sequences,
-                      _flow_cache(root, "dis", "medium", args.flow_cache_dir), size=args.crop_size,
+                      root_flow_cache(root, "dis", "medium", args.flow_cache_dir), size=args.crop_size,
                       frame_step=args.frame_step)
     scores: dict[str, list[float]] = {"copy": [], "crop": [], **{f"gate {a}/{b}": [] for a, b in GATES}}
     for k in range(len(pairs)):

@@ -235,7 +235,7 @@ def test_validation_measures_the_network_as_predict_runs_it(synth):
     from vsreid.data.flow import DISFlow, FlowCache
     from vsreid.data.samples import EvalPairs
     from vsreid.engine.predictor import PatchPredictor
-    from vsreid.lightning.module import VSReIDModule, _iou
+    from vsreid.lightning.module import VSReIDModule, mask_iou
 
     root, names = synth
     davis = DavisRoot(root)
@@ -253,7 +253,7 @@ def test_validation_measures_the_network_as_predict_runs_it(synth):
     residuals = np.stack([it["residual"][0] for it in items])
 
     def pasted_iou(fg):
-        return [_iou(paste_back(f, tuple(it["box"]), it["target_full"].shape) > 0.5, it["target_full"])
+        return [mask_iou(paste_back(f, tuple(it["box"]), it["target_full"].shape) > 0.5, it["target_full"])
                 for f, it in zip(fg, items)]
 
     expected = pasted_iou(PatchPredictor(module.net, flip=True)(*crops, residuals))

@@ -147,7 +147,7 @@ class EpochSampler(DistributedSampler):
         return iter(range(start + self.rank, start + n - (n % self.num_replicas), self.num_replicas))
 
 
-def _flow_cache(root: DavisRoot, method: str, preset: str, flow_cache_dir: str | None) -> FlowCache:
+def root_flow_cache(root: DavisRoot, method: str, preset: str, flow_cache_dir: str | None) -> FlowCache:
     """The root's flow cache, under ``flow_cache_dir/<root folder name>`` when given (for read-only roots)."""
     flow_dir = Path(flow_cache_dir) / root.root.name if flow_cache_dir else None
     return FlowCache(root, make_flow_estimator(method, preset=preset) if method else None, flow_dir=flow_dir)
@@ -161,7 +161,7 @@ class _SampleDataModule(LightningDataModule):
         self.flow_method, self.flow_preset, self.flow_cache_dir = flow_method, flow_preset, flow_cache_dir
 
     def _cache(self, root: DavisRoot) -> FlowCache:
-        return _flow_cache(root, self.flow_method, self.flow_preset, self.flow_cache_dir)
+        return root_flow_cache(root, self.flow_method, self.flow_preset, self.flow_cache_dir)
 
     def _loader(self, dataset, sampler=None, batch_size=None) -> DataLoader:
         return DataLoader(dataset, batch_size=batch_size or self.batch_size, sampler=sampler,

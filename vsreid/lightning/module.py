@@ -280,8 +280,8 @@ class VSReIDModule(LightningModule):
             gt = batch["target_full"][k].cpu().numpy()
             x1, y1, x2, y2 = batch["box"][k].tolist()
             pred = paste_back(fg[k], (x1, y1, x2, y2), gt.shape) > 0.5
-            self._val_iou.append(_iou(pred, gt))
-            self._val_baseline.append(_iou(batch["prior_full"][k].cpu().numpy() > 0.5, gt))
+            self._val_iou.append(mask_iou(pred, gt))
+            self._val_baseline.append(mask_iou(batch["prior_full"][k].cpu().numpy() > 0.5, gt))
         if batch_idx == 0:
             log_grid(self.logger, "val/samples", batch, logits, self.global_step)
 
@@ -322,7 +322,7 @@ class VSReIDModule(LightningModule):
         return PredictedSequence(item, info, source, result)
 
 
-def _iou(pred: np.ndarray, gt: np.ndarray) -> float:
+def mask_iou(pred: np.ndarray, gt: np.ndarray) -> float:
     """IoU of a binary prediction with a ground truth holding 0/1 and ``VOID`` (left out); 1 when both are empty."""
     valid = gt != VOID
     g = (gt == 1) & valid
