@@ -23,7 +23,8 @@ from vsreid.models import (
 from vsreid.models.box import box_mean, pooled_box_mean, running_box_mean
 from vsreid.models.dilated import DilatedConv2d
 from vsreid.models.refine import _cat_as
-from vsreid.models.inference_graph import inference_graph
+from vsreid.models import inference_graph as inference_graph_module
+from vsreid.models.inference_graph import ConvActivation, inference_graph
 
 SHARED = Path(os.environ.get("VSREID_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 KEYS_JSON = SHARED / "reference" / "mp2s_state_dict_keys.json"
@@ -472,6 +473,29 @@ def test_inference_graph_folds_batchnorm_with_identical_outputs(config):
     torch.testing.assert_close(folded, eager, rtol=0, atol=1e-4)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
     assert not any(p.requires_grad for p in graph.parameters())
+    fused = [m for m in graph.modules() if isinstance(m, ConvActivation)]
+    acts = [name for name, m in graph.named_modules() if type(m) in (nn.ReLU, nn.ReLU6)]
+    assert fused  # the ASPPs' ReLU, and Lite0's ReLU6 and the refiner's ReLU
+    if config["backbone"].startswith("efficientnet"):
+        assert acts == ["backbone.act", "flow_backbone.act"]  # only the stems' ReLU6, fed by the image+prior sum
+
+
+def test_fused_convolution_and_activation_equal_the_two_ops(monkeypatch):
+    """ConvActivation (oneDNN post-op on CPU) gives conv + ReLU / ReLU6's values, also on its path for other
+    devices."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 6, 17, 17).to(memory_format=torch.channels_last) * 4
+    for conv in (nn.Conv2d(6, 8, 3, padding=1), nn.Conv2d(6, 6, 5, padding=4, dilation=2, groups=6, bias=False),
+                 nn.Conv2d(6, 8, 1, stride=2)):
+        conv = conv.eval().requires_grad_(False).to(memory_format=torch.channels_last)
+        for kind, act in (("relu", torch.relu), ("hardtanh", lambda y: y.clamp(0, 6))):
+            fused = ConvActivation(conv, kind)
+            with torch.no_grad():
+                expected = act(conv(x))
+                torch.testing.assert_close(fused(x), expected, rtol=0, atol=1e-5)
+                monkeypatch.setattr(inference_graph_module, "_FUSED_CONV", None)
+                torch.testing.assert_close(fused(x), expected, rtol=0, atol=0)
+                monkeypatch.undo()
 
 
 def test_inference_graph_in_place_folds_the_given_network():
