@@ -11,7 +11,8 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   probabilities) and the Lite network's (also the photometric residual over the objects' window).
 - The shipped Lite network (``checkpoints/vsreid_lite0.pt``): object-frames/s with flip for a batch of 4 crops of
   321 px: the eager network with ``avg_pool2d`` box means (as before issue 19), with running-sum ones, with BN
-  folded into the convolutions, and the inference graph prediction runs (BN folded, channels_last weights); with
+  folded into the convolutions, with channels_last weights too, and the inference graph prediction runs (BN folded,
+  channels_last weights, in-place ReLU/ReLU6 fused into their convolutions as oneDNN post-ops); with
   ``--compile`` also ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start);
   then its FLOPs against this machine's fp32 GEMM rate: about the most object-frames/s this network can reach here.
 - One online finetuning step (4 samples of 321 px, AdamW, BN frozen) per finetuning scope: the whole network, all
@@ -57,6 +58,7 @@ from vsreid.models.checkpoints import load_network
 from vsreid.models.dilated import DilatedConv2d
 from vsreid.models.guided import GuidedFilter
 from vsreid.metrics.measures import jaccard_and_boundary
+from vsreid.models import inference_graph as inference_graph_module
 from vsreid.models.inference_graph import inference_graph
 
 REPO = Path(__file__).resolve().parents[1]
@@ -108,6 +110,17 @@ def nchw_finetuning():
         yield
     finally:
         finetune.MEMORY_FORMAT = kept
+
+
+@contextmanager
+def unfused_activations():
+    """Inside, :func:`inference_graph` leaves the activations as modules of their own (as before session 26)."""
+    fuse = inference_graph_module.fuse_activations
+    inference_graph_module.fuse_activations = lambda net, run: net
+    try:
+        yield
+    finally:
+        inference_graph_module.fuse_activations = fuse
 
 
 @contextmanager
@@ -244,10 +257,14 @@ def bench_network(step: dict, rounds: int, with_compile: bool) -> None:
         with pooled_box_means():
             return eager(*crops)
 
-    folded = PatchPredictor(inference_graph(net).to(memory_format=torch.contiguous_format), flip=True, batch_size=CROPS)
+    with unfused_activations():
+        folded = PatchPredictor(inference_graph(net).to(memory_format=torch.contiguous_format), flip=True,
+                                batch_size=CROPS)
+        unfused = PatchPredictor(inference_graph(net), flip=True, batch_size=CROPS)
     sides = {"eager, avg_pool2d box means (before)": pooled, "eager, running-sum box means": lambda: eager(*crops),
              "BN folded, NCHW weights": lambda: folded(*crops),
-             "inference graph (BN folded, channels_last)": lambda: graph(*crops)}
+             "BN folded, channels_last (session 16-25's graph)": lambda: unfused(*crops),
+             "inference graph (also ReLU/ReLU6 fused into convs)": lambda: graph(*crops)}
     if with_compile:
         compiled = PatchPredictor(torch.compile(inference_graph(net)), flip=True, batch_size=CROPS)
         start = time.perf_counter()
@@ -260,16 +277,17 @@ def bench_network(step: dict, rounds: int, with_compile: bool) -> None:
     base = out["eager, running-sum box means"]
     for name, fg in out.items():
         print(f"  max |difference| of P(fg), {name} vs eager: {np.abs(fg - base).max():.1e}")
-    gemm_bound(lambda: graph(*crops), rounds)
+    gemm_bound(lambda: graph(*crops), lambda: eager(*crops), rounds)
 
 
-def gemm_bound(run_graph, rounds: int) -> None:
+def gemm_bound(run_graph, run_eager, rounds: int) -> None:
     """Print the inference graph's FLOPs, this machine's fp32 GEMM rate (a 2048x2048 matmul, torch's threads) and
     the object-frames/s the graph would reach if all its FLOPs ran at that rate: about the most any graph of this
     network can reach here (the count includes the taps of dilated convolutions that fall on zero padding, which
-    oneDNN may skip)."""
+    oneDNN may skip). The FLOPs are counted on the eager network (``run_eager``): the same convolutions, where the
+    counter cannot see into the graph's fused oneDNN calls."""
     with FlopCounterMode(display=False) as counter:
-        run_graph()
+        run_eager()
     flops = counter.get_total_flops() / CROPS  # per object-frame, both crops of the flip
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     matmul, graph = [], []
