@@ -19,7 +19,7 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   but the flow backbone, the heads over both backbones; the shipped scope also with NCHW weights and with PyTorch's
   own backward pass of the dilated convolutions (before :class:`vsreid.models.dilated.DilatedConv2d`).
 - The embedded re-ID's appearance features of one 854x480 frame (its drift test computes them for every frame):
-  BN folded with NCHW weights against the shipped BN folded, channels_last net.
+  BN folded with NCHW weights, with channels_last weights, and the shipped net (also ReLU6 fused into the convs).
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
   (finetuning the whole network for 30 steps, BatchNorm unfolded, ``avg_pool2d`` box means).
@@ -52,6 +52,7 @@ from vsreid.engine import finetune, segmenter
 from vsreid.engine.api import Segmenter
 from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy
 from vsreid.engine.predictor import PatchPredictor
+from vsreid.engine.reid import appearance
 from vsreid.engine.reid.appearance import AppearanceReID
 from vsreid.models import box
 from vsreid.models.checkpoints import load_network
@@ -114,13 +115,14 @@ def nchw_finetuning():
 
 @contextmanager
 def unfused_activations():
-    """Inside, :func:`inference_graph` leaves the activations as modules of their own (as before session 26)."""
+    """Inside, :func:`inference_graph` and the re-ID's feature network leave the activations as modules of their own
+    (as before session 26)."""
     fuse = inference_graph_module.fuse_activations
-    inference_graph_module.fuse_activations = lambda net, run: net
+    inference_graph_module.fuse_activations = appearance.fuse_activations = lambda net, run: net
     try:
         yield
     finally:
-        inference_graph_module.fuse_activations = fuse
+        inference_graph_module.fuse_activations = appearance.fuse_activations = fuse
 
 
 @contextmanager
@@ -327,13 +329,16 @@ def bench_finetune(step: dict, rounds: int) -> None:
 
 def bench_reid_features(step: dict, rounds: int) -> None:
     shipped = AppearanceReID().net
-    nchw = copy.deepcopy(shipped).to(memory_format=torch.contiguous_format)
+    with unfused_activations():
+        unfused = AppearanceReID().net
+    nchw = copy.deepcopy(unfused).to(memory_format=torch.contiguous_format)
     frame = torch.from_numpy(np.ascontiguousarray(step["frames"][1])).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         out = compare("re-ID appearance features of one 854x480 frame",
                       {"BN folded, NCHW weights": lambda: nchw(frame),
-                       "BN folded, channels_last (shipped)": lambda: shipped(frame)}, rounds)
-    before, now = out.values()
+                       "BN folded, channels_last": lambda: unfused(frame),
+                       "BN folded, channels_last, ReLU6 fused (shipped)": lambda: shipped(frame)}, rounds)
+    before, _, now = out.values()
     print(f"  max |difference| of the features: {(before - now).abs().max():.1e} "
           f"(largest feature {before.abs().max():.0f})")
 

@@ -33,7 +33,7 @@ from torch import nn
 
 from vsreid.data.crops import box_iou, object_box
 from vsreid.models.efficientnet_lite import efficientnet_lite0
-from vsreid.models.inference_graph import folded_copy
+from vsreid.models.inference_graph import folded_copy, fuse_activations
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -217,8 +217,12 @@ class AppearanceReID:
                  refine_steps=REFINE_STEPS, refine_tolerance: float = REFINE_TOLERANCE, max_memory: int = 16,
                  cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6):
         self.device = torch.device(device or "cpu")
-        self.net = folded_copy(_Stride16Features(), lambda net: net(torch.zeros(1, 3, 64, 64))).to(
-            self.device, memory_format=torch.channels_last)  # BN folded, channels_last: x2.1 a frame (bench_speed)
+        def run(net: nn.Module) -> None:
+            net(torch.zeros(1, 3, 64, 64))
+
+        # BN folded, channels_last: x2.1 a frame (bench_speed); ReLU6 fused into the convs as for the MP2S graph
+        self.net = fuse_activations(folded_copy(_Stride16Features(), run), run).to(
+            self.device, memory_format=torch.channels_last)
         self.scales, self.top_k, self.nms_iou = tuple(scales), top_k, nms_iou
         self.colour_weight = colour_weight
         self.center, self.width = similarity_center, similarity_width
