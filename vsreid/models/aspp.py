@@ -11,7 +11,8 @@ from .dilated import DilatedConv2d
 
 
 class ASPP(nn.Module):
-    """Parallel dilated 3x3 convs (with bias; :class:`DilatedConv2d` for a faster backward), concatenated, fused by a 3x3 conv + BN + ReLU.
+    """Parallel dilated 3x3 convs (with bias; :class:`DilatedConv2d` for a faster backward), concatenated, fused by a
+    3x3 conv + BN + ReLU.
 
     ``forward(x [N,in_channels,H,W]) -> [N,channels,H,W]``. Convs are initialised N(0, 0.01), biases 0.
     """

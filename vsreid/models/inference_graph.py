@@ -52,37 +52,43 @@ def fold_batchnorm(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Mod
     return net
 
 
-def _conv_bn_pairs(net: nn.Module, run: Callable[[nn.Module], object]):
-    """(parent of the BN, its attribute name, conv, bn) for every BN whose input was a conv's output in one run."""
+def _conv_feeders(net: nn.Module, run: Callable[[nn.Module], object], consumes: Callable[[nn.Module], bool]
+                  ) -> dict[nn.Module, list[nn.Conv2d | None]]:
+    """For each module ``consumes`` picks, the convolution whose output tensor was its input in each of its calls in
+    one ``run(net)`` (None for a call fed by anything else; an ``nn.Identity`` passes the tensor on unchanged)."""
     produced: dict[int, tuple[nn.Conv2d, torch.Tensor]] = {}  # the outputs are kept: no id is reused meanwhile
-    fed: dict[nn.BatchNorm2d, nn.Conv2d | None] = {}
+    fed: dict[nn.Module, list[nn.Conv2d | None]] = {}
 
     def after_conv(module, inputs, output):
         produced[id(output)] = (module, output)
 
-    def before_bn(module, inputs):
-        conv, _ = produced.get(id(inputs[0]), (None, None))
-        if conv is not None and fed.get(module, conv) is conv:
-            fed[module] = conv
-        else:  # fed by something else at least once: leave it
-            fed[module] = None
+    def before_consumer(module, inputs):
+        fed.setdefault(module, []).append(produced.get(id(inputs[0]), (None, None))[0])
 
     hooks = []
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
             hooks.append(m.register_forward_hook(after_conv))
-        elif isinstance(m, nn.BatchNorm2d):
-            hooks.append(m.register_forward_pre_hook(before_bn))
+        elif consumes(m):
+            hooks.append(m.register_forward_pre_hook(before_consumer))
     try:
         with torch.no_grad():
             run(net)
     finally:
         for h in hooks:
             h.remove()
+    return fed
+
+
+def _conv_bn_pairs(net: nn.Module, run: Callable[[nn.Module], object]):
+    """(parent of the BN, its attribute name, conv, bn) for every BN whose input was one conv's output in every call
+    of one run (a BN fed by anything else at least once is left)."""
+    fed = _conv_feeders(net, run, lambda m: isinstance(m, nn.BatchNorm2d))
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.BatchNorm2d) and fed.get(child) is not None:
-                yield parent, name, fed[child], child
+            convs = fed.get(child, [None])
+            if isinstance(child, nn.BatchNorm2d) and convs[0] is not None and convs.count(convs[0]) == len(convs):
+                yield parent, name, convs[0], child
 
 
 def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
@@ -109,7 +115,8 @@ class ConvActivation(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = self.conv
-        if _FUSED_CONV is not None and x.device.type == "cpu" and x.dtype == torch.float32 and c.padding_mode == "zeros":
+        cpu = x.device.type == "cpu" and x.dtype == torch.float32
+        if _FUSED_CONV is not None and cpu and c.padding_mode == "zeros":
             return _FUSED_CONV(x, c.weight, c.bias, list(c.padding), list(c.stride), list(c.dilation), c.groups,
                                self.kind, self.scalars, "")
         out = c(x)
@@ -121,28 +128,8 @@ def fuse_activations(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.M
     one ``run(net)``, the output of a convolution (directly or through an ``nn.Identity``) replaced by
     ``nn.Identity`` and those convolutions by :class:`ConvActivation`. In place only: nothing else can read the
     convolution's output before the activation overwrites it. Returns ``net``."""
-    produced: dict[int, tuple[nn.Conv2d, torch.Tensor]] = {}
-    fed: dict[nn.Module, list[nn.Conv2d | None]] = {}
-
-    def after_conv(module, inputs, output):
-        produced[id(output)] = (module, output)
-
-    def before_activation(module, inputs):
-        fed.setdefault(module, []).append(produced.get(id(inputs[0]), (None, None))[0])
-
     kinds = {nn.ReLU: "relu", nn.ReLU6: "hardtanh"}
-    hooks = []
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            hooks.append(m.register_forward_hook(after_conv))
-        elif type(m) in kinds and m.inplace:
-            hooks.append(m.register_forward_pre_hook(before_activation))
-    try:
-        with torch.no_grad():
-            run(net)
-    finally:
-        for h in hooks:
-            h.remove()
+    fed = _conv_feeders(net, run, lambda m: type(m) in kinds and m.inplace)
     fused = {act: convs for act, convs in fed.items() if all(c is not None for c in convs)}
     feeding = [c for convs in fused.values() for c in convs]
     fused = {act: convs for act, convs in fused.items() if all(feeding.count(c) == 1 for c in convs)}

@@ -23,8 +23,8 @@ def _resize(x: torch.Tensor, size) -> torch.Tensor:
 
 def _cat_as(like: torch.Tensor, maps: list[torch.Tensor]) -> torch.Tensor:
     """Channel concatenation in ``like``'s memory order: channels_last when ``like`` is (at inference), where a cat
-    of maps of mixed orders would come out NCHW and the next convolution would copy it back (x1.16 on the Lite
-    forward, ``bench/bench_speed.py``). Same values as ``torch.cat(maps, 1)``."""
+    of maps of mixed orders would come out NCHW and the next convolution would copy it back (x1.03-1.16 on the
+    Lite forward in A/B runs). Same values as ``torch.cat(maps, 1)``."""
     if like.shape[1] > 1 and like.is_contiguous(memory_format=torch.channels_last):
         maps = [m.contiguous(memory_format=torch.channels_last) for m in maps]
         # a one-channel map looks NCHW to cat, which then returns NCHW: converted once, as before
