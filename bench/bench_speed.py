@@ -37,6 +37,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from unittest import mock
 
 import cv2
 import numpy as np
@@ -91,63 +92,41 @@ def original_warp(values: np.ndarray, flow_to_source: np.ndarray, flow_from_sour
     return out
 
 
-@contextmanager
 def pooled_box_means():
     """Inside, :func:`vsreid.models.box.box_mean` takes the ``avg_pool2d`` path at inference too (as before issue 19)."""
-    running = box.running_box_mean
-    box.running_box_mean = box.pooled_box_mean
-    try:
-        yield
-    finally:
-        box.running_box_mean = running
+    return mock.patch.object(box, "running_box_mean", box.pooled_box_mean)
 
 
-@contextmanager
 def nchw_finetuning():
     """Inside, online finetuning trains a copy with NCHW weights, as before issue 19."""
-    kept = finetune.MEMORY_FORMAT
-    finetune.MEMORY_FORMAT = torch.contiguous_format
-    try:
-        yield
-    finally:
-        finetune.MEMORY_FORMAT = kept
+    return mock.patch.object(finetune, "MEMORY_FORMAT", torch.contiguous_format)
 
 
 @contextmanager
 def unfused_activations():
     """Inside, :func:`inference_graph` and the re-ID's feature network leave the activations as modules of their own
     (as before session 26)."""
-    fuse = inference_graph_module.fuse_activations
-    inference_graph_module.fuse_activations = appearance.fuse_activations = lambda net, run: net
-    try:
+    def unfused(net, run):
+        return net
+
+    with mock.patch.object(inference_graph_module, "fuse_activations", unfused), \
+            mock.patch.object(appearance, "fuse_activations", unfused):
         yield
-    finally:
-        inference_graph_module.fuse_activations = appearance.fuse_activations = fuse
 
 
-@contextmanager
 def autograd_dilated_backward():
     """Inside, dilated convolutions train with PyTorch's own backward pass (as before session 26), not
     :class:`vsreid.models.dilated.DilatedConv2d`'s."""
-    fast = DilatedConv2d.forward
-    DilatedConv2d.forward = nn.Conv2d.forward
-    try:
-        yield
-    finally:
-        DilatedConv2d.forward = fast
+    return mock.patch.object(DilatedConv2d, "forward", nn.Conv2d.forward)
 
 
 @contextmanager
 def before_issue_19():
     """Inside, prediction runs the network as it was before issue 19: eager (BatchNorm unfolded), ``avg_pool2d``
     box means, finetuning with NCHW weights and autograd's dilated-convolution backward."""
-    graph = segmenter.inference_graph
-    segmenter.inference_graph = lambda net, in_place=False: net
-    try:
-        with pooled_box_means(), nchw_finetuning(), autograd_dilated_backward():
-            yield
-    finally:
-        segmenter.inference_graph = graph
+    with mock.patch.object(segmenter, "inference_graph", lambda net, in_place=False: net), pooled_box_means(), \
+            nchw_finetuning(), autograd_dilated_backward():
+        yield
 
 
 def load_step() -> dict:
