@@ -7,6 +7,8 @@ from torch import nn
 
 from vsreid.models.mp2s import rgb_to_mp2s
 
+from .cpu_split import run_split, split_ways
+
 
 def mirrored(image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor, residual: torch.Tensor | None = None):
     """The horizontally mirrored crops ``[N,C,S,S]`` (image, flow, prior, residual): flow flipped with u negated, the
@@ -21,9 +23,11 @@ class PatchPredictor:
 
     Args:
         net: an MP2S-style module, ``net(image_bgr255, flow, prior, residual) -> logits (n, 2, S, S)``.
-        flip: average with the horizontally mirrored pass (flow u negated), as the original does.
-        batch_size: crops per forward pass (the flipped copies travel in the same batch, so a pass holds twice as
-            many); peak memory grows with it (about 30 MB per crop at 257 x 257 for the Lite0 network).
+        flip: average with the horizontally mirrored pass (flow u negated), as the original does; on the CPU the
+            two passes run at once, each on half of torch's threads (:mod:`vsreid.engine.cpu_split`).
+        batch_size: crops per forward pass (on a single stream, e.g. a GPU, the flipped copies travel in the same
+            pass, which then holds twice as many); peak memory grows with it (about 30 MB per crop at 257 x 257 for
+            the Lite0 network).
 
     ``uses_residual``: whether the network reads the warp's photometric residual (``net.uses_residual``; True for a
     module that does not say), so that the propagator computes it only then.
@@ -65,12 +69,17 @@ class PatchPredictor:
         prior = torch.from_numpy(np.ascontiguousarray(priors, np.float32)).to(dev)[:, None]
         residual = None if residuals is None else \
             torch.from_numpy(np.ascontiguousarray(residuals, np.float32)).to(dev)[:, None]
-        n = image.shape[0]
-        if self.flip:
-            flipped = mirrored(image, flow, prior, residual)
-            image, flow, prior = (torch.cat(pair) for pair in zip((image, flow, prior), flipped[:3]))
-            residual = None if residual is None else torch.cat([residual, flipped[3]])
-        fg = torch.softmax(self.net(image, flow, prior, residual).float(), dim=1)[:, 1]
-        if self.flip:
-            fg = (fg[:n] + fg[n:].flip(2)) / 2
-        return fg.cpu().numpy()
+        crops = (image, flow, prior, residual)
+        if not self.flip:
+            return self._fg(*crops).cpu().numpy()
+        flipped = mirrored(*crops)
+        if split_ways(dev, 2) == 2:
+            fg, fg_flipped = run_split([lambda: self._fg(*crops), lambda: self._fg(*flipped)], 2)
+        else:  # one pass of both
+            both = self._fg(*(None if a is None else torch.cat([a, b]) for a, b in zip(crops, flipped)))
+            fg, fg_flipped = both[:len(image)], both[len(image):]
+        return ((fg + fg_flipped.flip(2)) / 2).cpu().numpy()
+
+    def _fg(self, image, flow, prior, residual) -> torch.Tensor:
+        """P(fg) [n,S,S] of network inputs [n,C,S,S]."""
+        return torch.softmax(self.net(image, flow, prior, residual).float(), dim=1)[:, 1]

@@ -1,0 +1,108 @@
+"""Work split across the CPU's threads: the flip's two passes and finetuning's samples at once, same results."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vsreid.engine import cpu_split, finetune, predictor
+from vsreid.engine.cpu_split import run_split, split_ways
+from vsreid.engine.finetune import finetuned_copy
+from vsreid.engine.predictor import PatchPredictor
+from vsreid.models import MP2S
+from vsreid.models.checkpoints import load_network
+
+SIZE = 65
+WEIGHTS = Path(__file__).resolve().parents[1] / "checkpoints" / "vsreid_lite0.pt"
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _net(dropout: float = 0.0) -> MP2S:
+    torch.manual_seed(0)
+    return MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,
+                refine_channels=8, refine_residual=True, dropout=dropout).eval()
+
+
+def _batch(n: int = 4) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {"image": torch.rand(n, 3, SIZE, SIZE, generator=g), "flow": torch.randn(n, 2, SIZE, SIZE, generator=g),
+            "prior": (torch.rand(n, 1, SIZE, SIZE, generator=g) > 0.5).float(),
+            "residual": torch.rand(n, 1, SIZE, SIZE, generator=g) * 40,
+            "target": (torch.rand(n, SIZE, SIZE, generator=g) > 0.4).long()}
+
+
+def test_split_runs_tasks_at_once_in_order_on_shared_threads(two_threads):
+    seen, barrier = [], threading.Barrier(2, timeout=10)  # both tasks must be running at the same time
+
+    def task(k):
+        barrier.wait()
+        seen.append((threading.current_thread() is threading.main_thread(), torch.get_num_threads(),
+                     torch.is_grad_enabled()))
+        return k
+
+    with torch.no_grad():
+        assert run_split([lambda k=k: task(k) for k in range(2)], 2) == [0, 1]
+    assert seen == [(False, 1, False)] * 2
+    assert torch.get_num_threads() == 2  # the caller's count again
+    assert run_split([lambda: threading.current_thread() is threading.main_thread()], 1) == [True]
+    assert split_ways("cpu", 4) == 2 and split_ways("cpu", 1) == 1 and split_ways("cuda", 2) == 1
+
+
+def test_split_passes_on_a_task_error(two_threads):
+    def fail():
+        raise ValueError("bad crop")
+
+    with pytest.raises(ValueError, match="bad crop"):
+        run_split([lambda: 1, fail], 2)
+    assert torch.get_num_threads() == 2
+
+
+def test_flip_passes_at_once_give_the_single_pass_probabilities(two_threads, monkeypatch):
+    rng = np.random.default_rng(0)
+    crops = (rng.uniform(0, 255, (3, SIZE, SIZE, 3)), rng.normal(0, 2, (3, SIZE, SIZE, 2)),
+             rng.uniform(0, 1, (3, SIZE, SIZE)), rng.uniform(0, 40, (3, SIZE, SIZE)))
+    net = load_network(WEIGHTS)  # a trained network: a randomly initialised one gives the same P(fg) mirrored
+    calls = []
+    monkeypatch.setattr(predictor, "run_split", lambda tasks, ways: calls.append(ways) or run_split(tasks, ways))
+    split = PatchPredictor(net, flip=True, batch_size=2)(*crops)
+    assert calls == [2, 2]  # two batches, each as two passes at once
+    monkeypatch.setattr(predictor, "split_ways", lambda device, tasks: 1)
+    single = PatchPredictor(net, flip=True, batch_size=2)(*crops)
+    assert calls == [2, 2]  # one pass of both halves, not split
+    np.testing.assert_allclose(split, single, rtol=0, atol=1e-5)
+    unflipped = PatchPredictor(net, flip=False, batch_size=2)(*crops)
+    assert np.abs(unflipped - single).max() > 1e-3  # the flip matters, so the comparison above can fail
+
+
+def test_finetuning_samples_at_once_train_the_same_copy(two_threads, monkeypatch):
+    net, batches = _net(dropout=0.5), [_batch()] * 2
+    first = finetuned_copy(net, batches, 2, 1e-3)
+    again = finetuned_copy(net, batches, 2, 1e-3)
+    for a, b in zip(first.parameters(), again.parameters()):
+        assert torch.equal(a, b)  # the dropout draws and the gradient sum do not depend on the threads' timing
+    ways = []
+    monkeypatch.setattr(finetune, "split_ways", lambda device, tasks: ways.append(tasks) or 1)
+    one_by_one = finetuned_copy(net, batches, 2, 1e-3)
+    assert ways == [4, 4]
+    for (name, a), b in zip(first.named_parameters(), one_by_one.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
+    assert type(first.dropout) is torch.nn.Dropout2d  # the sample dropout is gone from the copy
+    other_seed = finetuned_copy(net, batches, 2, 1e-3, seed=1)
+    assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), other_seed.parameters()))
+
+
+def test_split_threads_are_reused(two_threads):
+    run_split([lambda: 0, lambda: 1], 2)
+    pools = dict(cpu_split._pools)
+    run_split([lambda: 0, lambda: 1], 2)
+    assert cpu_split._pools == pools
