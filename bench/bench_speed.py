@@ -11,8 +11,9 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   probabilities) and the Lite network's (also the photometric residual over the objects' window).
 - The shipped Lite network (``checkpoints/vsreid_lite0.pt``): object-frames/s with flip for a batch of 4 crops of
   321 px: the eager network with ``avg_pool2d`` box means (as before issue 19), with running-sum ones, with BN
-  folded into the convolutions, with channels_last weights too, and the inference graph prediction runs (BN folded,
-  channels_last weights, in-place ReLU/ReLU6 fused into their convolutions as oneDNN post-ops); with
+  folded into the convolutions, with channels_last weights too, with in-place ReLU/ReLU6 fused into their
+  convolutions as oneDNN post-ops (these five run the flip's two passes one after the other), and as prediction runs
+  it: that graph with the two passes at once, each on one of the two threads (:mod:`vsreid.engine.cpu_split`); with
   ``--compile`` also ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start);
   then its FLOPs against this machine's fp32 GEMM rate: about the most object-frames/s this network can reach here.
 - One online finetuning step (4 samples of 321 px, AdamW, BN frozen) per finetuning scope: the whole network, all
@@ -22,7 +23,7 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   BN folded with NCHW weights, with channels_last weights, and the shipped net (also ReLU6 fused into the convs).
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
-  (finetuning the whole network for 30 steps, BatchNorm unfolded, ``avg_pool2d`` box means).
+  (finetuning the whole network for 30 steps, BatchNorm unfolded, ``avg_pool2d`` box means, one pass at a time).
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
@@ -49,7 +50,7 @@ from vsreid.data.crops import boxes_from_labels, crop_resize
 from vsreid.data.flow import DISFlow
 from vsreid.data.labels import read_frame, read_labels
 from vsreid.data.warp import RESIDUAL_REACH, photometric_residual, warp_grid
-from vsreid.engine import finetune, segmenter
+from vsreid.engine import finetune, predictor, segmenter
 from vsreid.engine.api import Segmenter
 from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy
 from vsreid.engine.predictor import PatchPredictor
@@ -120,12 +121,18 @@ def autograd_dilated_backward():
     return mock.patch.object(DilatedConv2d, "forward", nn.Conv2d.forward)
 
 
+def one_pass_at_a_time():
+    """Inside, the flip's two passes run one after the other on all of torch's threads (as before session 27), not
+    at once on a share each (:mod:`vsreid.engine.cpu_split`)."""
+    return mock.patch.object(predictor, "split_ways", lambda device, tasks: 1)
+
+
 @contextmanager
 def before_issue_19():
     """Inside, prediction runs the network as it was before issue 19: eager (BatchNorm unfolded), ``avg_pool2d``
-    box means, finetuning with NCHW weights and autograd's dilated-convolution backward."""
+    box means, finetuning with NCHW weights and autograd's dilated-convolution backward, one pass at a time."""
     with mock.patch.object(segmenter, "inference_graph", lambda net, in_place=False: net), pooled_box_means(), \
-            nchw_finetuning(), autograd_dilated_backward():
+            nchw_finetuning(), autograd_dilated_backward(), one_pass_at_a_time():
         yield
 
 
@@ -234,18 +241,24 @@ def bench_network(step: dict, rounds: int, with_compile: bool) -> None:
     eager, graph = PatchPredictor(net, flip=True, batch_size=CROPS), PatchPredictor(inference_graph(net), flip=True,
                                                                                       batch_size=CROPS)
 
+    def one_at_a_time(predict):
+        with one_pass_at_a_time():
+            return predict(*crops)
+
     def pooled():
         with pooled_box_means():
-            return eager(*crops)
+            return one_at_a_time(eager)
 
     with unfused_activations():
         folded = PatchPredictor(inference_graph(net).to(memory_format=torch.contiguous_format), flip=True,
                                 batch_size=CROPS)
         unfused = PatchPredictor(inference_graph(net), flip=True, batch_size=CROPS)
-    sides = {"eager, avg_pool2d box means (before)": pooled, "eager, running-sum box means": lambda: eager(*crops),
-             "BN folded, NCHW weights": lambda: folded(*crops),
-             "BN folded, channels_last (session 16-25's graph)": lambda: unfused(*crops),
-             "inference graph (also ReLU/ReLU6 fused into convs)": lambda: graph(*crops)}
+    sides = {"eager, avg_pool2d box means (before)": pooled,
+             "eager, running-sum box means": lambda: one_at_a_time(eager),
+             "BN folded, NCHW weights": lambda: one_at_a_time(folded),
+             "BN folded, channels_last (session 16-25's graph)": lambda: one_at_a_time(unfused),
+             "also ReLU/ReLU6 fused into convs (session 26's graph)": lambda: one_at_a_time(graph),
+             "inference graph, the flip's passes at once (shipped)": lambda: graph(*crops)}
     if with_compile:
         compiled = PatchPredictor(torch.compile(inference_graph(net)), flip=True, batch_size=CROPS)
         start = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Work split across the CPU's threads: the flip's two passes and finetuning's samples at once, same results."""
+"""Work split across the CPU's threads: the flip's two passes at once, the same probabilities."""
 from __future__ import annotations
 
 import threading
@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from vsreid.engine import cpu_split, finetune, predictor
+from vsreid.engine import cpu_split, predictor
 from vsreid.engine.cpu_split import run_split, split_ways
-from vsreid.engine.finetune import finetuned_copy
 from vsreid.engine.predictor import PatchPredictor
 from vsreid.models import MP2S
 from vsreid.models.checkpoints import load_network
@@ -82,23 +81,6 @@ def test_flip_passes_at_once_give_the_single_pass_probabilities(two_threads, mon
     np.testing.assert_allclose(split, single, rtol=0, atol=1e-5)
     unflipped = PatchPredictor(net, flip=False, batch_size=2)(*crops)
     assert np.abs(unflipped - single).max() > 1e-3  # the flip matters, so the comparison above can fail
-
-
-def test_finetuning_samples_at_once_train_the_same_copy(two_threads, monkeypatch):
-    net, batches = _net(dropout=0.5), [_batch()] * 2
-    first = finetuned_copy(net, batches, 2, 1e-3)
-    again = finetuned_copy(net, batches, 2, 1e-3)
-    for a, b in zip(first.parameters(), again.parameters()):
-        assert torch.equal(a, b)  # the dropout draws and the gradient sum do not depend on the threads' timing
-    ways = []
-    monkeypatch.setattr(finetune, "split_ways", lambda device, tasks: ways.append(tasks) or 1)
-    one_by_one = finetuned_copy(net, batches, 2, 1e-3)
-    assert ways == [4, 4]
-    for (name, a), b in zip(first.named_parameters(), one_by_one.parameters()):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
-    assert type(first.dropout) is torch.nn.Dropout2d  # the sample dropout is gone from the copy
-    other_seed = finetuned_copy(net, batches, 2, 1e-3, seed=1)
-    assert any(not torch.equal(a, b) for a, b in zip(first.parameters(), other_seed.parameters()))
 
 
 def test_split_threads_are_reused(two_threads):

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -14,7 +13,6 @@ from vsreid.data.samples import FirstFrameSamples
 from vsreid.models.losses import segmentation_loss
 from vsreid.models.mp2s import mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 
-from .cpu_split import run_split, split_ways
 from .source import SequenceSource
 
 
@@ -58,11 +56,10 @@ def check_scope(scope: str) -> None:
         raise ValueError(f"finetune_scope {scope!r}: expected one of {tuple(FINETUNE_SCOPES)}")
 
 
-#: Samples per backward pass: a step's batch is run in parts of this many and their gradients summed in part order
-#: (the same step, as BN is frozen), so the autograd buffers held at once are those of one sample per CPU thread
-#: (about 0.5 GB for the whole Lite network at 321 px) whatever the batch size; one sample per pass costs no more time
-#: per step than two (``bench/bench_speed.py``). On the CPU the parts run at once, one per torch thread
-#: (:mod:`vsreid.engine.cpu_split`: x1.2 a step on 2 cores).
+#: Samples per backward pass: a step's batch is run in parts of this many and their gradients summed (the same step,
+#: as BN is frozen), so the autograd buffers held at once are those of one sample (about 0.5 GB for the whole Lite
+#: network at 321 px) whatever the batch size; one sample per pass costs no more time per step than two
+#: (``bench/bench_speed.py``).
 BACKWARD_SAMPLES = 1
 
 #: Memory order of the finetuned copy's weights (and so of its convolutions): channels_last steps are x1.16 faster
@@ -70,31 +67,13 @@ BACKWARD_SAMPLES = 1
 MEMORY_FORMAT = torch.channels_last
 
 
-class _SampleDropout2d(nn.Module):
-    """``nn.Dropout2d`` drawing from the generator the calling thread has set for the sample it runs, so that the
-    draws of a step's samples do not depend on which thread runs which sample first."""
-
-    local = threading.local()
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        keep = torch.empty(x.shape[:2] + (1,) * (x.dim() - 2), device=x.device, dtype=x.dtype)
-        return x * keep.bernoulli_(1 - self.p, generator=self.local.generator) / (1 - self.p)
-
-
 def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: float, lovasz_weight: float = 0.0,
                    seed: int = 0, scope: str = "all") -> nn.Module:
     """A copy of MP2S ``net`` trained for ``steps`` AdamW steps (learning rate ``lr``, BN frozen; the parts of
     :data:`FINETUNE_SCOPES` ``scope``) on ``batches`` (dicts of image, flow, prior, target tensors as the samples give
     them), in eval mode; each batch runs in parts of :data:`BACKWARD_SAMPLES`. ``net`` is left as it was; works
-    under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled). Dropout draws from random streams
-    seeded from ``seed``, one per part of a step, so a sequence gets the same copy whatever ran before it in the
-    process and whichever thread ran a part."""
+    under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled). Dropout draws from its own random
+    stream seeded with ``seed``, so a sequence gets the same copy whatever ran before it in the process."""
     check_scope(scope)
     device = next(net.parameters()).device
     devices = [device] if device.type == "cuda" else []
@@ -105,37 +84,19 @@ def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: floa
         tuned.train()
         for part in kept_parts(tuned, scope):
             part.requires_grad_(False)
-        dropout = getattr(tuned, "dropout", None)
-        if isinstance(dropout, nn.Dropout2d):
-            tuned.dropout = _SampleDropout2d(dropout.p)
         groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]}
                   for g in mp2s_param_groups(tuned, lr, 0.0)]
         opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
-        params = [p for g in opt.param_groups for p in g["params"]]
-
-        def gradients(part: dict, of_batch: tuple[int, int], generator: torch.Generator) -> tuple:
-            _SampleDropout2d.local.generator = generator
-            logits = tuned(rgb_to_mp2s(part["image"]), part["flow"], part["prior"], part.get("residual"))
-            loss = segmentation_loss(logits, part["target"], lovasz_weight, of_batch)
-            return torch.autograd.grad(loss, params, allow_unused=True)
-
         for _, batch in zip(range(steps), batches):
             batch = {k: torch.as_tensor(np.asarray(v)).clone().to(device) for k, v in batch.items()}
             of_batch = (max(1, int((batch["target"] != VOID).sum())), len(batch["target"]))
-            parts = [{k: v[start:start + BACKWARD_SAMPLES] for k, v in batch.items()}
-                     for start in range(0, len(batch["target"]), BACKWARD_SAMPLES)]
-            seeds = torch.randint(2 ** 62, (len(parts),)).tolist()  # from the seeded stream, in part order
-            grads = run_split([lambda part=part, g=torch.Generator(device).manual_seed(s): gradients(part, of_batch, g)
-                               for part, s in zip(parts, seeds)], split_ways(device, len(parts)))
-            for k, p in enumerate(params):
-                p.grad = None
-                for g in grads:  # in part order: the same sum whichever thread finished first
-                    if g[k] is not None:
-                        p.grad = g[k] if p.grad is None else p.grad + g[k]
-            del grads
+            opt.zero_grad()
+            for start in range(0, len(batch["target"]), BACKWARD_SAMPLES):
+                part = {k: v[start:start + BACKWARD_SAMPLES] for k, v in batch.items()}
+                logits = tuned(rgb_to_mp2s(part["image"]), part["flow"], part["prior"], part.get("residual"))
+                segmentation_loss(logits, part["target"], lovasz_weight, of_batch).backward()
+                del logits
             opt.step()
         opt.zero_grad(set_to_none=True)  # nothing of training outlives it: gradients and optimizer state freed
         del opt
-        if isinstance(dropout, nn.Dropout2d):
-            tuned.dropout = dropout
     return tuned.eval().requires_grad_(False)
