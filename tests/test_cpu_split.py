@@ -11,7 +11,6 @@ import torch
 from vsreid.engine import cpu_split, predictor
 from vsreid.engine.cpu_split import run_split, split_ways
 from vsreid.engine.predictor import PatchPredictor
-from vsreid.models import MP2S
 from vsreid.models.checkpoints import load_network
 
 SIZE = 65
@@ -24,20 +23,6 @@ def two_threads():
     torch.set_num_threads(2)
     yield
     torch.set_num_threads(before)
-
-
-def _net(dropout: float = 0.0) -> MP2S:
-    torch.manual_seed(0)
-    return MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,
-                refine_channels=8, refine_residual=True, dropout=dropout).eval()
-
-
-def _batch(n: int = 4) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(0)
-    return {"image": torch.rand(n, 3, SIZE, SIZE, generator=g), "flow": torch.randn(n, 2, SIZE, SIZE, generator=g),
-            "prior": (torch.rand(n, 1, SIZE, SIZE, generator=g) > 0.5).float(),
-            "residual": torch.rand(n, 1, SIZE, SIZE, generator=g) * 40,
-            "target": (torch.rand(n, SIZE, SIZE, generator=g) > 0.4).long()}
 
 
 def test_split_runs_tasks_at_once_in_order_on_shared_threads(two_threads):
