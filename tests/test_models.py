@@ -22,6 +22,7 @@ from vsreid.models import (
 )
 from vsreid.models.box import box_mean, pooled_box_mean, running_box_mean
 from vsreid.models.dilated import DilatedConv2d
+from vsreid.models.frozen_bn import ConvFrozenBN, batchnorm_in_weights
 from vsreid.models.refine import _cat_as
 from vsreid.models import inference_graph as inference_graph_module
 from vsreid.models.inference_graph import ConvActivation, inference_graph
@@ -510,6 +511,48 @@ def test_inference_graph_in_place_folds_the_given_network():
     prior = (torch.rand(2, 1, 65, 65) > 0.5).float()
     with torch.no_grad():
         torch.testing.assert_close(in_place(image, flow, prior), copied(image, flow, prior), rtol=0, atol=1e-6)
+
+
+def test_frozen_batchnorm_in_the_weights_trains_the_same_gradients():
+    """Inside ``batchnorm_in_weights`` a network with frozen BN gives the same outputs and parameter gradients as
+    with its BN layers (float64: the same math), holds no BN fed by a conv, and has its modules back afterwards."""
+    torch.manual_seed(0)
+    model = _randomise_bn(MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16, prior_skip=True,
+                               refine_channels=8, refine_residual=True, boundary_band=5, dropout=0.0)).double()
+    set_bn_frozen(model, True)
+    model.train()
+    modules = dict(model.named_modules())
+    image, flow, _ = _inputs(2, 65)
+    prior = (torch.rand(2, 1, 65, 65) > 0.5).double()
+    residual = torch.rand(2, 1, 65, 65).double() * 40
+
+    def run() -> list[torch.Tensor]:
+        model.zero_grad()
+        out = model(image.double(), flow.double(), prior, residual)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out).double()).sum().backward()
+        return [out.detach()] + [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    reference = run()
+    with batchnorm_in_weights(model):
+        wrapped = [m for m in model.modules() if isinstance(m, ConvFrozenBN)]
+        bns = [name for name, m in model.named_modules() if isinstance(m, nn.BatchNorm2d)]
+        assert len(wrapped) > 40 and bns == ["backbone._bn0", "flow_backbone._bn0"]  # the stems' BN: fed by a sum
+        folded = run()
+    assert len(folded) == len(reference) > 40
+    for a, b in zip(folded, reference):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert dict(model.named_modules()) == modules  # the same module objects back in their places
+
+
+def test_frozen_batchnorm_fold_refuses_a_batchnorm_in_training():
+    conv, bn = nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)
+    with pytest.raises(ValueError, match="must be frozen"):
+        ConvFrozenBN(conv, bn.train())
+    with pytest.raises(ValueError, match="must be frozen"):
+        ConvFrozenBN(conv, bn.eval())  # its affine parameters still train
+    model = MP2S(backbone="efficientnet_lite0", output_stride=16, aspp_channels=16).train()  # BN not frozen
+    with batchnorm_in_weights(model):
+        assert not any(isinstance(m, ConvFrozenBN) for m in model.modules())
 
 
 @pytest.mark.parametrize("depthwise", [True, False])

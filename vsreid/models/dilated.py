@@ -90,8 +90,8 @@ class DilatedConv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, 1, dilation * (kernel_size - 1) // 2, dilation,
                          groups, bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        needs_grad = x.requires_grad or any(p.requires_grad for p in self.parameters())
+    def _conv_forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        needs_grad = x.requires_grad or weight.requires_grad or (bias is not None and bias.requires_grad)
         if not torch.is_grad_enabled() or not needs_grad or torch.is_autocast_enabled(x.device.type):
-            return super().forward(x)
-        return _SameDilatedConv.apply(x, self.weight, self.bias, self.padding[0], self.dilation[0], self.groups)
+            return super()._conv_forward(x, weight, bias)
+        return _SameDilatedConv.apply(x, weight, bias, self.padding[0], self.dilation[0], self.groups)

@@ -24,15 +24,18 @@ def inference_graph(net: nn.Module, in_place: bool = False) -> nn.Module:
     folds ``net`` itself instead of a copy (for a network nothing else holds, such as a finetuned copy)."""
     if not isinstance(net, MP2S):
         return net
+    folded = fold_batchnorm(net, probe_mp2s) if in_place else folded_copy(net, probe_mp2s)
+    return fuse_activations(folded, probe_mp2s).to(memory_format=torch.channels_last)
 
-    def run(m: nn.Module) -> None:
-        device, size = next(m.parameters()).device, (1, 1, 65, 65)
-        residual = torch.zeros(size, device=device) if m.uses_residual else None
-        m(torch.zeros((1, 3) + size[2:], device=device), torch.zeros((1, 2) + size[2:], device=device),
-          torch.zeros(size, device=device), residual)
 
-    folded = fold_batchnorm(net, run) if in_place else folded_copy(net, run)
-    return fuse_activations(folded, run).to(memory_format=torch.channels_last)
+def probe_mp2s(net: MP2S) -> None:
+    """Calls MP2S ``net`` once on a zero 65x65 sample (with a residual when it reads one): the ``run`` the functions
+    below observe an MP2S's conv->BN and conv->activation pairs with."""
+    weight, size = next(net.parameters()), (1, 1, 65, 65)
+    kind = {"device": weight.device, "dtype": weight.dtype}
+    residual = torch.zeros(size, **kind) if net.uses_residual else None
+    net(torch.zeros((1, 3) + size[2:], **kind), torch.zeros((1, 2) + size[2:], **kind), torch.zeros(size, **kind),
+        residual)
 
 
 def folded_copy(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Module:
@@ -46,7 +49,7 @@ def folded_copy(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Module
 def fold_batchnorm(net: nn.Module, run: Callable[[nn.Module], object]) -> nn.Module:
     """:func:`folded_copy` done on ``net`` itself, which it puts in eval mode without gradients; returns it."""
     net.eval().requires_grad_(False)
-    for parent, name, conv, bn in _conv_bn_pairs(net, run):
+    for parent, name, conv, bn in conv_bn_pairs(net, run):
         _fold_into(conv, bn)
         setattr(parent, name, nn.Identity())
     return net
@@ -80,7 +83,7 @@ def _conv_feeders(net: nn.Module, run: Callable[[nn.Module], object], consumes: 
     return fed
 
 
-def _conv_bn_pairs(net: nn.Module, run: Callable[[nn.Module], object]):
+def conv_bn_pairs(net: nn.Module, run: Callable[[nn.Module], object]):
     """(parent of the BN, its attribute name, conv, bn) for every BN whose input was one conv's output in every call
     of one run (a BN fed by anything else at least once is left)."""
     fed = _conv_feeders(net, run, lambda m: isinstance(m, nn.BatchNorm2d))
