@@ -17,8 +17,10 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   ``--compile`` also ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start);
   then its FLOPs against this machine's fp32 GEMM rate: about the most object-frames/s this network can reach here.
 - One online finetuning step (4 samples of 321 px, AdamW, BN frozen) per finetuning scope: the whole network, all
-  but the flow backbone, the heads over both backbones; the shipped scope also with NCHW weights and with PyTorch's
-  own backward pass of the dilated convolutions (before :class:`vsreid.models.dilated.DilatedConv2d`).
+  but the flow backbone, the heads over both backbones (the samples at once, one per thread, BN inside the
+  convolutions' weights); the shipped scope also with the samples one after another, with BN layers in the graph
+  too (session 27), with NCHW weights and with PyTorch's own backward pass of the dilated convolutions (before
+  :class:`vsreid.models.dilated.DilatedConv2d`).
 - The embedded re-ID's appearance features of one 854x480 frame (its drift test computes them for every frame):
   BN folded with NCHW weights, with channels_last weights, and the shipped net (also ReLU6 fused into the convs).
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
@@ -35,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from unittest import mock
@@ -118,7 +120,19 @@ def unfused_activations():
 def autograd_dilated_backward():
     """Inside, dilated convolutions train with PyTorch's own backward pass (as before session 26), not
     :class:`vsreid.models.dilated.DilatedConv2d`'s."""
-    return mock.patch.object(DilatedConv2d, "forward", nn.Conv2d.forward)
+    return mock.patch.object(DilatedConv2d, "_conv_forward", nn.Conv2d._conv_forward)
+
+
+def batchnorm_in_the_graph():
+    """Inside, online finetuning runs frozen BN layers as layers of their own (as before session 28), not inside the
+    convolutions' weights (:mod:`vsreid.models.frozen_bn`)."""
+    return mock.patch.object(finetune, "batchnorm_in_weights", nullcontext)
+
+
+def samples_one_after_another():
+    """Inside, a finetuning step's samples run one after the other on all of torch's threads (as before session 28),
+    not at once on a thread each."""
+    return mock.patch.object(finetune, "split_ways", lambda device, tasks: 1)
 
 
 def one_pass_at_a_time():
@@ -130,9 +144,11 @@ def one_pass_at_a_time():
 @contextmanager
 def before_issue_19():
     """Inside, prediction runs the network as it was before issue 19: eager (BatchNorm unfolded), ``avg_pool2d``
-    box means, finetuning with NCHW weights and autograd's dilated-convolution backward, one pass at a time."""
+    box means, finetuning with NCHW weights, autograd's dilated-convolution backward, BN layers in the graph and
+    samples one after another, the flip's passes one at a time."""
     with mock.patch.object(segmenter, "inference_graph", lambda net, in_place=False: net), pooled_box_means(), \
-            nchw_finetuning(), autograd_dilated_backward(), one_pass_at_a_time():
+            nchw_finetuning(), autograd_dilated_backward(), batchnorm_in_the_graph(), samples_one_after_another(), \
+            one_pass_at_a_time():
         yield
 
 
@@ -313,6 +329,16 @@ def bench_finetune(step: dict, rounds: int) -> None:
         with autograd_dilated_backward():
             return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
 
+    def session_27_image_scope():
+        with batchnorm_in_the_graph(), samples_one_after_another():
+            return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
+
+    def serial_image_scope():
+        with samples_one_after_another():
+            return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
+
+    sides["scope image, BN layers in the graph, samples one after another (session 27)"] = session_27_image_scope
+    sides["scope image, samples one after another"] = serial_image_scope
     sides["scope image, NCHW weights (before)"] = nchw_image_scope
     sides["scope image, autograd's dilated-conv backward (before)"] = autograd_image_scope
     compare(f"online finetuning: copy + 1 step of {CROPS} samples of {CROP} px "

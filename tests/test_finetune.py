@@ -1,5 +1,8 @@
-"""Online finetuning: the parts it trains, gradient accumulation equal to the whole batch, the loss split in parts."""
+"""Online finetuning: the parts it trains, gradient accumulation equal to the whole batch, the loss split in parts,
+the parts of a step at once."""
 from __future__ import annotations
+
+import copy
 
 import pytest
 import torch
@@ -7,7 +10,8 @@ import torch
 from vsreid.data.labels import VOID
 from vsreid.engine import finetune
 from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy, kept_parts
-from vsreid.models import MP2S
+from vsreid.models import MP2S, mp2s_param_groups, set_bn_frozen
+from vsreid.models.mp2s import rgb_to_mp2s
 from vsreid.models.losses import segmentation_loss
 
 SIZE = 65
@@ -104,3 +108,42 @@ def test_predict_module_refuses_an_unknown_scope_when_built():
 
     with pytest.raises(ValueError, match="finetune_scope 'everything'"):
         VSReIDModule(backbone="resnet18", finetune_scope="everything")
+
+
+def _copy_one_sample_after_another(net, batches, steps: int, lr: float, seed: int = 0):
+    """The finetuning loop as it was before the parts ran at once: ``nn.Dropout2d`` drawing from the seeded stream,
+    BN layers in the graph, gradients accumulated by ``backward`` sample after sample."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        tuned = copy.deepcopy(net)
+        set_bn_frozen(tuned, True)
+        tuned.train()
+        opt = torch.optim.AdamW(mp2s_param_groups(tuned, lr, 0.0), lr=lr)
+        for _, batch in zip(range(steps), batches):
+            of_batch = (max(1, int((batch["target"] != VOID).sum())), len(batch["target"]))
+            opt.zero_grad()
+            for k in range(len(batch["target"])):
+                part = {key: v[k:k + 1] for key, v in batch.items()}
+                logits = tuned(rgb_to_mp2s(part["image"]), part["flow"], part["prior"], part["residual"])
+                segmentation_loss(logits, part["target"], 0.0, of_batch).backward()
+            opt.step()
+    return tuned.eval()
+
+
+def test_parts_at_once_train_the_copy_of_one_sample_after_another(monkeypatch):
+    """A step's samples on the CPU's threads at once, with BN in the weights and dropout drawn beforehand in sample
+    order, train the same copy as the plain loop (same draws; float rounding only), and the same copy on one thread
+    (``split_ways`` 1: the parts on the calling thread)."""
+    net, batches = _net(dropout=0.3), [_batch(seed=s) for s in range(2)]
+    ways = []
+    monkeypatch.setattr(finetune, "split_ways", lambda device, n: ways.append(2) or 2)
+    at_once = finetuned_copy(net, batches, 2, 1e-3)
+    assert ways and isinstance(at_once.dropout, torch.nn.Dropout2d)  # the copy has its own dropout module back
+    monkeypatch.setattr(finetune, "split_ways", lambda device, n: 1)
+    one_thread = finetuned_copy(net, batches, 2, 1e-3)
+    reference = _copy_one_sample_after_another(net, batches, 2, 1e-3)
+    other_seed = finetuned_copy(net, batches, 2, 1e-3, seed=1)
+    for (name, a), b, c in zip(at_once.named_parameters(), one_thread.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
+        torch.testing.assert_close(a, c, rtol=0, atol=1e-5, msg=name)
+    assert any((a - c).abs().max() > 1e-4 for a, c in zip(other_seed.parameters(), reference.parameters()))

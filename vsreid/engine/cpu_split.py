@@ -1,10 +1,9 @@
 """Independent pieces of work run at once on the CPU's cores, each on its own share of torch's threads.
 
 On the 2-core CPU, two single-threaded network passes at once do more work per second than one pass on two threads
-(x1.2 for the Lite network forward, ``bench/bench_speed.py``): many of its ops (depthwise and small convolutions,
-element-wise ops) are too small to keep two threads busy. :func:`run_split` is how the predictor runs the two halves
-of the flip. (A finetuning step's samples at once measured x1.18 a step too, but two samples' autograd buffers at
-once took the 100-frame, 5-object peak memory from 1.17 to 1.55 GiB, over the 1.5 GB target: not used.)
+(x1.2 for the Lite network forward and for a finetuning step, ``bench/bench_speed.py``): many of its ops (depthwise
+and small convolutions, element-wise ops) are too small to keep two threads busy. :func:`run_split` is how the
+predictor runs the two halves of the flip and finetuning the samples of a step.
 """
 from __future__ import annotations
 

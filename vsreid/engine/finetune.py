@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import threading
 from collections.abc import Iterable, Iterator
 
 import numpy as np
@@ -10,9 +11,12 @@ from torch import nn
 
 from vsreid.data.labels import VOID
 from vsreid.data.samples import FirstFrameSamples
+from vsreid.models.frozen_bn import batchnorm_in_weights
+from vsreid.models.inference_graph import probe_mp2s
 from vsreid.models.losses import segmentation_loss
 from vsreid.models.mp2s import mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 
+from .cpu_split import run_split, split_ways
 from .source import SequenceSource
 
 
@@ -56,10 +60,11 @@ def check_scope(scope: str) -> None:
         raise ValueError(f"finetune_scope {scope!r}: expected one of {tuple(FINETUNE_SCOPES)}")
 
 
-#: Samples per backward pass: a step's batch is run in parts of this many and their gradients summed (the same step,
-#: as BN is frozen), so the autograd buffers held at once are those of one sample (about 0.5 GB for the whole Lite
-#: network at 321 px) whatever the batch size; one sample per pass costs no more time per step than two
-#: (``bench/bench_speed.py``).
+#: Samples per backward pass: a step's batch is run in parts of this many and their gradients summed in part order
+#: (the same step, as BN is frozen), so the autograd buffers held at once are those of one sample per CPU thread
+#: (about 0.2 GB for the Lite network's image stream at 321 px) whatever the batch size; one sample per pass costs no
+#: more time per step than two (``bench/bench_speed.py``). On the CPU the parts run at once, one per torch thread
+#: (:mod:`vsreid.engine.cpu_split`).
 BACKWARD_SAMPLES = 1
 
 #: Memory order of the finetuned copy's weights (and so of its convolutions): channels_last steps are x1.16 faster
@@ -67,36 +72,106 @@ BACKWARD_SAMPLES = 1
 MEMORY_FORMAT = torch.channels_last
 
 
+class _DrawnDropout2d(nn.Module):
+    """``nn.Dropout2d`` whose noise the training loop drew beforehand for the part the calling thread runs (see
+    :func:`_draw_noise`): the same draws as one sample after another, whichever thread runs which part."""
+
+    local = threading.local()
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        return x * self.local.noise.pop(0)
+
+
+def _draw_noise(p: float, shapes: list[tuple[int, int]], device: torch.device) -> list[torch.Tensor]:
+    """The noise ``nn.Dropout2d(p)`` draws from the default generator for inputs of (N, C) ``shapes`` in turn:
+    [N,C,1,1] of 0 and 1/(1-p)."""
+    return [torch.empty(n, c, 1, 1, device=device).bernoulli_(1 - p).div_(1 - p) for n, c in shapes]
+
+
+def _dropout_channels(net: nn.Module) -> list[int]:
+    """The channels of the input of each of MP2S ``net``'s ``dropout`` calls in one forward pass, in order."""
+    channels = []
+    hook = net.dropout.register_forward_pre_hook(lambda m, inputs: channels.append(inputs[0].shape[1]))
+    training = net.training
+    try:
+        with torch.no_grad():
+            probe_mp2s(net.eval())
+    finally:
+        hook.remove()
+        net.train(training)
+    return channels
+
+
 def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: float, lovasz_weight: float = 0.0,
                    seed: int = 0, scope: str = "all") -> nn.Module:
     """A copy of MP2S ``net`` trained for ``steps`` AdamW steps (learning rate ``lr``, BN frozen; the parts of
     :data:`FINETUNE_SCOPES` ``scope``) on ``batches`` (dicts of image, flow, prior, target tensors as the samples give
     them), in eval mode; each batch runs in parts of :data:`BACKWARD_SAMPLES`. ``net`` is left as it was; works
-    under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled). Dropout draws from its own random
-    stream seeded with ``seed``, so a sequence gets the same copy whatever ran before it in the process."""
+    under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled). Frozen BN layers train inside the
+    convolutions' weights (:mod:`vsreid.models.frozen_bn`). Dropout draws from its own random stream seeded with
+    ``seed``, in sample order before a step's parts run, so a sequence gets the same copy whatever ran before it in
+    the process and whichever thread runs which part."""
     check_scope(scope)
     device = next(net.parameters()).device
     devices = [device] if device.type == "cuda" else []
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        tuned = copy.deepcopy(net).to(memory_format=MEMORY_FORMAT)
+        tuned = copy.deepcopy(net).eval().to(memory_format=MEMORY_FORMAT)
         set_bn_frozen(tuned, True)  # MP2S remembers it: train() below keeps BN in eval mode
-        tuned.train()
-        for part in kept_parts(tuned, scope):
-            part.requires_grad_(False)
-        groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]}
-                  for g in mp2s_param_groups(tuned, lr, 0.0)]
-        opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
-        for _, batch in zip(range(steps), batches):
-            batch = {k: torch.as_tensor(np.asarray(v)).clone().to(device) for k, v in batch.items()}
-            of_batch = (max(1, int((batch["target"] != VOID).sum())), len(batch["target"]))
-            opt.zero_grad()
-            for start in range(0, len(batch["target"]), BACKWARD_SAMPLES):
-                part = {k: v[start:start + BACKWARD_SAMPLES] for k, v in batch.items()}
-                logits = tuned(rgb_to_mp2s(part["image"]), part["flow"], part["prior"], part.get("residual"))
-                segmentation_loss(logits, part["target"], lovasz_weight, of_batch).backward()
-                del logits
-            opt.step()
-        opt.zero_grad(set_to_none=True)  # nothing of training outlives it: gradients and optimizer state freed
-        del opt
+        with batchnorm_in_weights(tuned):
+            _train(tuned, batches, steps, lr, lovasz_weight, seed, scope, device)
     return tuned.eval().requires_grad_(False)
+
+
+def _train(tuned: nn.Module, batches: Iterable[dict], steps: int, lr: float, lovasz_weight: float, seed: int,
+           scope: str, device: torch.device) -> None:
+    """:func:`finetuned_copy`'s training of ``tuned`` in place (BN frozen)."""
+    torch.manual_seed(seed)
+    tuned.train()
+    for part in kept_parts(tuned, scope):
+        part.requires_grad_(False)
+    groups = [{**g, "params": [p for p in g["params"] if p.requires_grad]}
+              for g in mp2s_param_groups(tuned, lr, 0.0)]
+    opt = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr)
+    params = [p for g in opt.param_groups for p in g["params"]]
+    dropout = tuned.dropout if isinstance(tuned.dropout, nn.Dropout2d) and tuned.dropout.p > 0 else None
+    channels = _dropout_channels(tuned) if dropout is not None else []
+    if dropout is not None:
+        tuned.dropout = _DrawnDropout2d(dropout.p)
+
+    def gradients(part: dict, of_batch: tuple[int, int], noise: list[torch.Tensor], accumulate: bool):
+        _DrawnDropout2d.local.noise = noise
+        logits = tuned(rgb_to_mp2s(part["image"]), part["flow"], part["prior"], part.get("residual"))
+        loss = segmentation_loss(logits, part["target"], lovasz_weight, of_batch)
+        return loss.backward() if accumulate else torch.autograd.grad(loss, params, allow_unused=True)
+
+    for _, batch in zip(range(steps), batches):
+        batch = {k: torch.as_tensor(np.asarray(v)).clone().to(device) for k, v in batch.items()}
+        of_batch = (max(1, int((batch["target"] != VOID).sum())), len(batch["target"]))
+        parts = [{k: v[start:start + BACKWARD_SAMPLES] for k, v in batch.items()}
+                 for start in range(0, len(batch["target"]), BACKWARD_SAMPLES)]
+        noises = [_draw_noise(dropout.p, [(len(part["target"]), c) for c in channels], device) if dropout else []
+                  for part in parts]  # in part order, from the seeded stream
+        ways = split_ways(device, len(parts))
+        opt.zero_grad()
+        if ways == 1:  # one part after another, gradients accumulated by autograd
+            for part, noise in zip(parts, noises):
+                gradients(part, of_batch, noise, accumulate=True)
+        else:
+            grads = run_split([lambda part=part, noise=noise: gradients(part, of_batch, noise, accumulate=False)
+                               for part, noise in zip(parts, noises)], ways)
+            for k, p in enumerate(params):
+                for g in grads:  # in part order: the same sum whichever thread finished first
+                    if g[k] is not None:
+                        p.grad = g[k] if p.grad is None else p.grad + g[k]
+            del grads
+        opt.step()
+    opt.zero_grad(set_to_none=True)  # nothing of training outlives it: gradients and optimizer state freed
+    del opt
+    if dropout is not None:
+        tuned.dropout = dropout

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from vsreid.models.inference_graph import inference_graph
 
 from .finetune import check_scope, finetuned_copy, first_frame_batches
+from .memory import release_freed_memory
 from .predictor import PatchPredictor
 from .propagator import PropagationConfig, Propagator
 from .reid.provider import ReIDProvider
@@ -104,6 +105,7 @@ def sequence_propagator(net: nn.Module, source: SequenceSource, settings: Segmen
                            leave=False, position=position)
         net = finetuned_copy(net, batches, settings.finetune_steps, settings.finetune_lr, settings.lovasz_weight,
                              scope=settings.finetune_scope)
+        release_freed_memory()  # the finetuning threads' autograd buffers
     net = inference_graph(net, in_place=finetuned)  # the finetuned copy is ours: folded without another copy
     return Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size), settings.propagation)
 
@@ -132,6 +134,7 @@ def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndar
     log = report = None
     labels = draft
     if reid is not None:
+        release_freed_memory()  # the forward pass's network buffers, before re-ID's features
         reid.prepare(source, first_labels, object_ids)
         log = recover(propagator, source, state, reid, settings.recovery)
         report = build_report(source.seq, draft, reid, log, object_ids, settings.recovery.score_threshold)
