@@ -145,25 +145,25 @@ def _pad_to(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def _colour_bins(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """(M, COLOUR_SIDE^2) int Lab histogram bin of every pixel of each box (M, 4) of an RGB uint8 frame, after
     resizing the box to COLOUR_SIDE x COLOUR_SIDE (area interpolation; the boxes of a frame are resized on torch's
-    threads: a box refinement resizes 144 boxes a peak, and one resize is single-threaded)."""
+    threads, a chunk each: a box refinement resizes 144 boxes a peak, and one resize is single-threaded)."""
     if len(boxes) == 0:
         return np.zeros((0, COLOUR_SIDE * COLOUR_SIDE), np.int64)
     h, w = frame.shape[:2]
     crops = np.zeros((len(boxes), COLOUR_SIDE, COLOUR_SIDE, 3), np.uint8)  # the resized boxes
 
-    def resize(m: int, box) -> None:
-        x1, y1, x2, y2 = box
-        x1, y1 = int(min(max(x1, 0), w - 1)), int(min(max(y1, 0), h - 1))
-        x2, y2 = min(max(math.ceil(x2), x1 + 1), w), min(max(math.ceil(y2), y1 + 1), h)
-        crops[m] = cv2.resize(frame[y1:y2, x1:x2], (COLOUR_SIDE, COLOUR_SIDE), interpolation=cv2.INTER_AREA)
+    def resize(first: int, chunk: list) -> None:
+        for m, (x1, y1, x2, y2) in enumerate(chunk, first):
+            x1, y1 = int(min(max(x1, 0), w - 1)), int(min(max(y1, 0), h - 1))
+            x2, y2 = min(max(math.ceil(x2), x1 + 1), w), min(max(math.ceil(y2), y1 + 1), h)
+            crops[m] = cv2.resize(frame[y1:y2, x1:x2], (COLOUR_SIDE, COLOUR_SIDE), interpolation=cv2.INTER_AREA)
 
     threads = torch.get_num_threads()
-    if threads > 1 and len(boxes) >= PARALLEL_BOXES:
+    if threads > 1 and len(boxes) >= PARALLEL_BOXES:  # one chunk of boxes a thread: no task per box
+        starts = range(0, len(boxes), -(-len(boxes) // threads))
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(resize, range(len(boxes)), boxes.tolist()))
+            list(pool.map(resize, starts, [boxes[k:k - (-len(boxes) // threads)].tolist() for k in starts]))
     else:
-        for m, box in enumerate(boxes.tolist()):
-            resize(m, box)
+        resize(0, boxes.tolist())
     lab = cv2.cvtColor(crops.reshape(-1, COLOUR_SIDE, 3), cv2.COLOR_RGB2LAB).reshape(len(boxes), -1, 3)
     lab = lab.astype(np.int64)
     nl, na, nb = COLOUR_BINS
