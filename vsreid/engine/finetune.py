@@ -83,9 +83,7 @@ class _DrawnDropout2d(nn.Module):
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0:
-            return x
-        return x * self.local.noise.pop(0)
+        return x * self.local.noise.pop(0) if self.training else x
 
 
 def _draw_noise(p: float, shapes: list[tuple[int, int]], device: torch.device) -> list[torch.Tensor]:

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
-from .inference_graph import conv_bn_pairs, probe_mp2s
+from .inference_graph import batchnorm_scale, conv_bn_pairs, probe_mp2s
 
 
 class ConvFrozenBN(nn.Module):
@@ -30,7 +30,7 @@ class ConvFrozenBN(nn.Module):
             raise ValueError("ConvFrozenBN: the BN must be frozen (eval mode, no trained parameters)")
         self.conv = conv
         with torch.no_grad():
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            scale = batchnorm_scale(bn)
             self.register_buffer("scale", scale.clone())
             self.register_buffer("shift", bn.bias - bn.running_mean * scale)
 

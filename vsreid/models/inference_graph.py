@@ -94,8 +94,13 @@ def conv_bn_pairs(net: nn.Module, run: Callable[[nn.Module], object]):
                 yield parent, name, convs[0], child
 
 
+def batchnorm_scale(bn: nn.BatchNorm2d) -> torch.Tensor:
+    """[C] the factor eval-mode ``bn`` multiplies its centred input by: ``g / sqrt(v + eps)``."""
+    return bn.weight / torch.sqrt(bn.running_var + bn.eps)
+
+
 def _fold_into(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> None:
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    scale = batchnorm_scale(bn)
     bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
     conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
     conv.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias, requires_grad=False)

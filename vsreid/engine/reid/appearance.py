@@ -159,9 +159,10 @@ def _colour_bins(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
 
     threads = torch.get_num_threads()
     if threads > 1 and len(boxes) >= PARALLEL_BOXES:  # one chunk of boxes a thread: no task per box
-        starts = range(0, len(boxes), -(-len(boxes) // threads))
+        size = -(-len(boxes) // threads)
+        starts = range(0, len(boxes), size)
         with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(resize, starts, [boxes[k:k - (-len(boxes) // threads)].tolist() for k in starts]))
+            list(pool.map(resize, starts, [boxes[k:k + size].tolist() for k in starts]))
     else:
         resize(0, boxes.tolist())
     lab = cv2.cvtColor(crops.reshape(-1, COLOUR_SIDE, 3), cv2.COLOR_RGB2LAB).reshape(len(boxes), -1, 3)
