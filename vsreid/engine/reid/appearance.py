@@ -370,7 +370,9 @@ class AppearanceReID:
     def _refine(self, t: int, boxes: np.ndarray, i: int) -> np.ndarray:
         """(K, 4) boxes (K, 4) of object i's peaks in frame t, each replaced by the most similar to i's template of
         its variants (the largest within ``refine_tolerance`` of the most similar): scaled, stretched and shifted by
-        every combination of ``refine_steps`` and REFINE_SHIFTS."""
+        every combination of ``refine_steps`` and REFINE_SHIFTS. Variants that differ in shift or aspect alone have
+        the same area up to float rounding, which (then their order) picks one of them; taking the most similar of
+        them measured worse on the tune composites (the README's re-ID history, session 29)."""
         if len(boxes) == 0:
             return boxes
         scale, aspect, dx, dy = np.array(list(itertools.product(self.refine_steps, self.refine_steps,
