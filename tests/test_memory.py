@@ -1,6 +1,7 @@
 """Freed memory handed back to the operating system between a sequence's phases."""
 from __future__ import annotations
 
+import os
 import sys
 import threading
 from pathlib import Path
@@ -12,7 +13,7 @@ from vsreid.engine import memory
 
 
 def _resident_mib() -> float:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * 4096 / 2**20
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux") or memory._malloc_trim() is None,
