@@ -19,8 +19,8 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
 - One online finetuning step (4 samples of 321 px, AdamW, BN frozen) per finetuning scope: the whole network, all
   but the flow backbone, the heads over both backbones (the samples at once, one per thread, BN inside the
   convolutions' weights); the shipped scope also with the samples one after another, with BN layers in the graph
-  too (session 27), with NCHW weights and with PyTorch's own backward pass of the dilated convolutions (before
-  :class:`vsreid.models.dilated.DilatedConv2d`).
+  too (session 27), with NCHW weights, with PyTorch's own backward pass of the dilated convolutions (before
+  :class:`vsreid.models.dilated.DilatedConv2d`) and of the undilated depthwise 5x5 alone (before session 30).
 - The embedded re-ID's appearance features of one 854x480 frame (its drift test computes them for every frame):
   BN folded with NCHW weights, with channels_last weights, and the shipped net (also ReLU6 fused into the convs).
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
@@ -121,6 +121,17 @@ def autograd_dilated_backward():
     """Inside, dilated convolutions train with PyTorch's own backward pass (as before session 26), not
     :class:`vsreid.models.dilated.DilatedConv2d`'s."""
     return mock.patch.object(DilatedConv2d, "_conv_forward", nn.Conv2d._conv_forward)
+
+
+def autograd_undilated_backward():
+    """Inside, the undilated depthwise 5x5 convolutions train with PyTorch's own backward pass (as before session 30);
+    the dilated ones keep :class:`vsreid.models.dilated.DilatedConv2d`'s."""
+    fast = DilatedConv2d._conv_forward
+
+    def forward(conv, x, weight, bias):
+        return (nn.Conv2d._conv_forward if conv.dilation == (1, 1) else fast)(conv, x, weight, bias)
+
+    return mock.patch.object(DilatedConv2d, "_conv_forward", forward)
 
 
 def batchnorm_in_the_graph():
@@ -329,6 +340,10 @@ def bench_finetune(step: dict, rounds: int) -> None:
         with autograd_dilated_backward():
             return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
 
+    def undilated_autograd_image_scope():
+        with autograd_undilated_backward():
+            return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
+
     def session_27_image_scope():
         with batchnorm_in_the_graph(), samples_one_after_another():
             return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
@@ -341,6 +356,7 @@ def bench_finetune(step: dict, rounds: int) -> None:
     sides["scope image, samples one after another"] = serial_image_scope
     sides["scope image, NCHW weights (before)"] = nchw_image_scope
     sides["scope image, autograd's dilated-conv backward (before)"] = autograd_image_scope
+    sides["scope image, autograd's backward of the undilated 5x5 (session 29)"] = undilated_autograd_image_scope
     compare(f"online finetuning: copy + 1 step of {CROPS} samples of {CROP} px "
             f"(weights {str(finetune.MEMORY_FORMAT).split('.')[-1]} unless said)", sides, rounds)
 

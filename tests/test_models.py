@@ -556,7 +556,7 @@ def test_frozen_batchnorm_fold_refuses_a_batchnorm_in_training():
 
 
 @pytest.mark.parametrize("depthwise", [True, False])
-@pytest.mark.parametrize("dilation,size", [(2, 21), (6, 13), (24, 21), (3, 8)])
+@pytest.mark.parametrize("dilation,size", [(1, 21), (2, 21), (6, 13), (24, 21), (3, 8)])
 @pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
 def test_dilated_conv_backward_equals_autograd_of_conv2d(depthwise, dilation, size, memory_format):
     torch.manual_seed(0)

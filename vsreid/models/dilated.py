@@ -14,7 +14,10 @@ same gradients another way (``bench/bench_speed.py --sections finetune`` gives t
 
 The forward pass is ``F.conv2d`` itself, so outputs (and inference, and BatchNorm folding) are unchanged. Dense
 convolutions at a dilation small against the map gain nothing (the ResNet stages' 3x3 at dilation 2-4 on 57x57:
-x0.8-1.1), so the ResNet backbones keep ``nn.Conv2d``.
+x0.8-1.1), so the ResNet backbones keep ``nn.Conv2d``. Undilated, it pays for the depthwise 5x5 (EfficientNet-Lite0's
+stride-1 5x5 at 21-41 px: x1.9-2.1 a backward, and PyTorch's takes 10-20x its usual time now and then; the Lite
+finetuning step x1.04, session 30), not for the 3x3 (x0.1-0.35: its kernel gradient is a correlation with a kernel
+as large as the map).
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ class MBConv(nn.Module):
         if expand != 1:
             self._expand_conv = nn.Conv2d(in_ch, mid, 1, bias=False)
             self._bn0 = _bn(mid, bn_momentum)
-        if dilation > 1:  # stride 1: a faster backward pass (vsreid.models.dilated)
+        if dilation > 1 or (stride == 1 and kernel == 5):  # a faster backward pass (vsreid.models.dilated)
             self._depthwise_conv = DilatedConv2d(mid, mid, kernel, dilation, groups=mid, bias=False)
         else:
             self._depthwise_conv = nn.Conv2d(mid, mid, kernel, stride, kernel // 2, groups=mid, bias=False)
