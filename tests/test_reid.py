@@ -26,7 +26,7 @@ from vsreid.engine.predictor import PatchPredictor
 from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
                                 recover)
-from vsreid.engine.reid.appearance import REFINE_STEPS
+from vsreid.engine.reid.appearance import REFINE_STEPS, _merge_nested
 from vsreid.engine.reid.recovery import FrameViews, _best_candidate, track_jump
 from vsreid.engine.source import SequenceSource
 from vsreid.engine.state import initial_state
@@ -755,6 +755,17 @@ def test_appearance_reid_refinement_tolerance_keeps_the_largest_near_best_box(sy
     assert area[0.03] > area[0.0] and sims[0.03] >= sims[0.0] - 0.03 - 1e-6
     small_area = (small[0, 2] - small[0, 0]) * (small[0, 3] - small[0, 1])
     assert area[2.0] == pytest.approx(max(REFINE_STEPS) ** 2 * small_area)
+
+
+def test_merge_nested_replaces_a_box_inside_an_about_as_similar_larger_one():
+    """A box mostly inside a larger one becomes the larger box when that one is at most ``tolerance`` less similar;
+    a much less similar host, a box only partly inside, and boxes elsewhere are kept; duplicates go."""
+    boxes = np.array([[10, 10, 20, 20], [0, 0, 40, 40], [100, 100, 120, 120], [12, 12, 22, 22], [35, 35, 50, 50.]])
+    merged = _merge_nested(boxes, np.array([0.90, 0.89, 0.5, 0.8, 0.95]), 0.03)
+    np.testing.assert_array_equal(merged, boxes[[1, 2, 4]])  # 0 and 3 merged into 1; 4 only partly inside 1
+    kept = _merge_nested(boxes, np.array([0.90, 0.85, 0.5, 0.8, 0.95]), 0.03)
+    np.testing.assert_array_equal(kept, boxes[[0, 1, 2, 4]])  # 1 is 0.05 less similar than 0: 0 stays itself
+    np.testing.assert_array_equal(_merge_nested(boxes[:0], np.zeros(0), 0.03), boxes[:0])
 
 
 def test_appearance_reid_judges_drift(synthetic):
