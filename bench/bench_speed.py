@@ -356,7 +356,7 @@ def bench_finetune(step: dict, rounds: int) -> None:
     sides["scope image, samples one after another"] = serial_image_scope
     sides["scope image, NCHW weights (before)"] = nchw_image_scope
     sides["scope image, autograd's dilated-conv backward (before)"] = autograd_image_scope
-    sides["scope image, autograd's backward of the undilated 5x5 (session 29)"] = undilated_autograd_image_scope
+    sides["scope image, autograd's backward of the undilated 5x5 (before session 30)"] = undilated_autograd_image_scope
     compare(f"online finetuning: copy + 1 step of {CROPS} samples of {CROP} px "
             f"(weights {str(finetune.MEMORY_FORMAT).split('.')[-1]} unless said)", sides, rounds)
 
