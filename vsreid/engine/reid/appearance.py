@@ -121,6 +121,12 @@ def _embed(grids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.normalize((grids * mask).sum((2, 3)) / mask.sum().clamp_min(1e-6), dim=1)
 
 
+def _intersections(boxes: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """(M,) intersection areas of boxes (M, 4) with one box (4,), all x1, y1, x2, y2."""
+    return (np.clip(np.minimum(boxes[:, 2], box[2]) - np.maximum(boxes[:, 0], box[0]), 0, None)
+            * np.clip(np.minimum(boxes[:, 3], box[3]) - np.maximum(boxes[:, 1], box[1]), 0, None))
+
+
 def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float, keep: int) -> np.ndarray:
     """Indices of at most ``keep`` boxes (M, 4) kept by greedy non-maximum suppression, best score first."""
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -128,9 +134,7 @@ def _nms(boxes: np.ndarray, scores: np.ndarray, iou: float, keep: int) -> np.nda
     for k in np.argsort(-scores, kind="stable"):
         if len(kept) == keep:
             break
-        b = boxes[kept]
-        inter = (np.clip(np.minimum(b[:, 2], boxes[k, 2]) - np.maximum(b[:, 0], boxes[k, 0]), 0, None)
-                 * np.clip(np.minimum(b[:, 3], boxes[k, 3]) - np.maximum(b[:, 1], boxes[k, 1]), 0, None))
+        inter = _intersections(boxes[kept], boxes[k])
         if np.all(inter <= iou * (area[kept] + area[k] - inter)):
             kept.append(int(k))
     return np.array(kept, np.int64)
@@ -179,9 +183,8 @@ def _merge_nested(boxes: np.ndarray, sims: np.ndarray, tolerance: float, inside:
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     out = boxes.copy()
     for a in range(len(boxes)):
-        iw = np.clip(np.minimum(boxes[:, 2], boxes[a, 2]) - np.maximum(boxes[:, 0], boxes[a, 0]), 0, None)
-        ih = np.clip(np.minimum(boxes[:, 3], boxes[a, 3]) - np.maximum(boxes[:, 1], boxes[a, 1]), 0, None)
-        hosts = np.flatnonzero((iw * ih >= inside * area[a]) & (area > area[a]) & (sims >= sims[a] - tolerance))
+        nested = _intersections(boxes, boxes[a]) >= inside * area[a]
+        hosts = np.flatnonzero(nested & (area > area[a]) & (sims >= sims[a] - tolerance))
         if len(hosts):
             out[a] = boxes[hosts[np.argmax(area[hosts])]]
     _, first = np.unique(out, axis=0, return_index=True)
