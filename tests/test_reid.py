@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import pickle
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -538,6 +539,49 @@ def test_dropped_masks_that_reid_does_not_replace_are_put_back(tmp_path):
     assert log.restored == [] and not (state.labels(LOST_AT) == 1).any()
 
 
+class _ChangedLook(_Table):
+    """Object 1 (index 0) is where the stuck draft keeps it, but looks changed in frames LOST_AT..5: the draft's masks
+    there fail the drift test and pass the restore test. Its one candidate, in frame 4 at ``box``, re-initialises
+    it; the masks propagated from there into frames 3 and 5 fail both tests (a re-propagation's failed mask)."""
+
+    def __init__(self, box):
+        super().__init__([[], []])
+        self.box = box
+
+    def candidates(self, t, i):
+        return np.array([[*self.box, 0.9]]) if (t, i) == (4, 0) else np.zeros((0, 5))
+
+    def is_drifted(self, t, i, box, threshold=None):
+        if i != 0 or not LOST_AT <= t <= 5:
+            return False
+        if _iou(box, OBJ1_BEFORE) > 0.9:  # the draft's mask
+            return threshold != 0.2
+        return t != 4  # the re-initialised mask passes; what it propagates does not
+
+
+@pytest.mark.parametrize("box, kept", [((14, 20, 34, 40), True), (OBJ1_AFTER, False)])
+def test_a_failed_repropagation_keeps_the_dropped_mask_it_repeats(tmp_path, box, kept):
+    """The draft's masks of object 1 in frames 3-5 are dropped but may be put back (drift_restore). A
+    re-identification in frame 4 propagates into frames 3 and 5, where its masks are dropped for good. Where they lie
+    in the draft's place (box IoU >= 0.5), they repeat the draft's track and their drop leaves the draft's masks to be
+    put back; elsewhere (OBJ1_AFTER) the draft's masks are forgotten and frames 3 and 5 stay empty."""
+    root = _tiny_root(tmp_path)
+    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
+    source, propagator, state, _ = _start(root)
+    config = RecoveryConfig(distractor_window=2, drift_restore=0.2, require_recurrence=False, max_jump=None)
+    log = recover(propagator, source, state, _ChangedLook(box), config)
+    assert [(r.frame, r.object_index) for r in log.recoveries] == [(4, 0)]
+    assert _iou(object_box(state.labels(4) == 1, box_enlargement=0.0), box) > 0.5
+    assert sorted(log.restored) == ([(3, 0), (5, 0)] if kept else [])
+    for t in (3, 5):
+        mask = state.labels(t) == 1
+        assert (_iou(object_box(mask, box_enlargement=0.0), OBJ1_BEFORE) > 0.9) if kept else not mask.any(), t
+    # without keep_repeated (before session 32) the final drops forget the draft's masks in either place
+    source, propagator, state, _ = _start(_tiny_root(tmp_path / "forget"))
+    log = recover(propagator, source, state, _ChangedLook(box), replace(config, keep_repeated=False))
+    assert log.restored == []
+
+
 # ----------------------------------------------------------------------------- (e) appearance provider
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
@@ -843,11 +887,11 @@ def test_recovery_additions_are_predict_options():
 
     given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
              "reid_max_failures": 2, "reid_max_jump": 3.0, "reid_require_recurrence": False,
-             "reid_skip_failed_chains": 3, "reid_views_from_recoveries": False}
+             "reid_skip_failed_chains": 3, "reid_views_from_recoveries": False, "reid_keep_repeated": False}
     recovery = settings_from_arguments(given).recovery
     assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures,
             recovery.max_jump, recovery.require_recurrence, recovery.skip_failed_chains,
-            recovery.views_from_recoveries) == (0.5, 0.4, False, 2, 3.0, False, 3, False)
+            recovery.views_from_recoveries, recovery.keep_repeated) == (0.5, 0.4, False, 2, 3.0, False, 3, False, False)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

@@ -68,7 +68,8 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
                                       "reid_max_failures": "max_failures", "reid_max_jump": "max_jump",
                                       "reid_require_recurrence": "require_recurrence",
                                       "reid_skip_failed_chains": "skip_failed_chains",
-                                      "reid_views_from_recoveries": "views_from_recoveries"}))
+                                      "reid_views_from_recoveries": "views_from_recoveries",
+                                      "reid_keep_repeated": "keep_repeated"}))
     return SegmentSettings(propagation, recovery=recovery, **pick({
         "flip": "flip", "predict_batch_size": "batch_size", "finetune_steps": "finetune_steps",
         "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size",

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from vsreid.data.crops import boxes_from_labels
+from vsreid.data.crops import box_iou, boxes_from_labels
 
 from ..boxes import enclosing_iou
 from ..propagator import Propagator
@@ -16,6 +16,7 @@ from .provider import ReIDProvider
 PERSON_CLASS = 123  # index of "person" in the original's class-score vectors
 RECUR_SHIFT = 0.5  # a box recurs in a neighbouring frame as a box whose centre is this close (object sizes) ...
 RECUR_SCALE = 2.5  # ... and whose area is within this factor
+REPEAT_IOU = 0.5  # a dropped mask repeats a kept one when their boxes overlap this much (keep_repeated)
 
 
 @dataclass
@@ -52,7 +53,11 @@ class RecoveryConfig:
     views_from_recoveries: frames near an accepted re-identification show the provider views of the object as well
     as its distractors (False: distractors only; views come from the first frame's track alone). A view taken from a
     look-alike makes the look-alike score higher in the frames around it, where it is accepted again; a view of the
-    right object carries it across changes of appearance (False measured worse on the synthetic bench: README)."""
+    right object carries it across changes of appearance (False measured worse on the synthetic bench: README).
+    keep_repeated: a prediction dropped but kept to be put back (``drift_restore``) stays kept when a later
+    re-propagation's mask in that frame, in about the same place (box IoU >= REPEAT_IOU), is dropped as well, even
+    for good: the later mask repeats the track, and its drop is no evidence against the earlier one (False: the later
+    drop replaces the kept prediction, or forgets it when final, as before session 32; README)."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -67,6 +72,7 @@ class RecoveryConfig:
     require_recurrence: bool = True
     skip_failed_chains: int = 0
     views_from_recoveries: bool = True
+    keep_repeated: bool = True
 
 
 @dataclass
@@ -143,20 +149,25 @@ def presence(state: PropagationState) -> np.ndarray:
 
 
 def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLog, kept: dict,
-                 restorable=None) -> None:
+                 restorable=None, keep_repeated: bool = False) -> None:
     """Erase object i from frame t (probabilities 0, no anchor) where ``is_drifted(t, i, box)`` says its mask no
     longer shows it, for every t in ``frames`` that is not i's own anchor and i in ``objects``. Where
-    ``restorable(t, i, box)`` is true, the erased prediction and anchor are kept in ``kept[t, i]`` for
-    :func:`restore_unfound`; otherwise any earlier ``kept[t, i]`` is forgotten (the drop is final)."""
+    ``restorable(t, i, box)`` is true, the erased prediction, anchor and tight box are kept in ``kept[t, i]`` for
+    :func:`restore_unfound`; otherwise any earlier ``kept[t, i]`` is forgotten (the drop is final). With
+    ``keep_repeated``, an earlier ``kept[t, i]`` whose box the erased mask's box overlaps by IoU >= REPEAT_IOU stays
+    as it is: the erased mask repeats it (a re-propagation along the same track) and its drop says nothing new."""
     state = views.state
     for t in frames:
         boxes, changed = views.tight(t), False
         for i in objects:
             if views.presence[t, i] and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
-                if restorable is not None and restorable(t, i, tuple(boxes[i])):
-                    kept[t, i] = state.probs.stored(t, i), int(state.anchors[t, i])
-                else:
-                    kept.pop((t, i), None)
+                box = tuple(boxes[i])
+                earlier = kept.get((t, i))
+                if not (keep_repeated and earlier is not None and box_iou(earlier[2], box) >= REPEAT_IOU):
+                    if restorable is not None and restorable(t, i, box):
+                        kept[t, i] = state.probs.stored(t, i), int(state.anchors[t, i]), box
+                    else:
+                        kept.pop((t, i), None)
                 state.probs.clear(t, i)
                 state.anchors[t, i] = NO_ANCHOR
                 log.drifted.append((t, i))
@@ -166,10 +177,10 @@ def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLo
 
 
 def restore_unfound(views: FrameViews, kept: dict, log: RecoveryLog) -> None:
-    """Put back each kept prediction ``kept[t, i]`` = ((box, patch), anchor) where object i is still missing in
-    frame t."""
+    """Put back each kept prediction ``kept[t, i]`` = ((box, patch), anchor, tight box) where object i is still
+    missing in frame t."""
     state = views.state
-    for (t, i), (stored, anchor) in sorted(kept.items()):
+    for (t, i), (stored, anchor, _) in sorted(kept.items()):
         if not views.presence[t, i]:
             state.probs.set(t, i, *stored)
             state.anchors[t, i] = anchor
@@ -336,7 +347,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     learn_after = learn if learn is None or cfg.views_from_recoveries else (
         lambda t, i, box: learn(t, i, box, view=False))
     if is_drifted is not None:
-        drop_drifted(views, is_drifted, range(num_frames), range(n), log, kept, restorable)
+        drop_drifted(views, is_drifted, range(num_frames), range(n), log, kept, restorable, cfg.keep_repeated)
     if learn is not None:
         for i in range(n):
             for a in np.flatnonzero(state.anchors[:, i] == np.arange(num_frames)):
@@ -388,7 +399,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             views.invalidate(range(start, stop))  # the predicted frames and, with overlapping neighbours, theirs
             if is_drifted is not None:
                 drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log, kept,
-                             restorable)
+                             restorable, cfg.keep_repeated)
             if max_jump is not None and breaks_track(views, j, start if earlier.size else None,
                                                      stop if later.size else None, max_jump):
                 undo()
