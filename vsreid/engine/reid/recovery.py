@@ -149,7 +149,7 @@ def presence(state: PropagationState) -> np.ndarray:
 
 
 def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLog, kept: dict,
-                 restorable=None, keep_repeated: bool = False) -> None:
+                 restorable=None, *, keep_repeated: bool) -> None:
     """Erase object i from frame t (probabilities 0, no anchor) where ``is_drifted(t, i, box)`` says its mask no
     longer shows it, for every t in ``frames`` that is not i's own anchor and i in ``objects``. Where
     ``restorable(t, i, box)`` is true, the erased prediction, anchor and tight box are kept in ``kept[t, i]`` for
@@ -347,7 +347,8 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     learn_after = learn if learn is None or cfg.views_from_recoveries else (
         lambda t, i, box: learn(t, i, box, view=False))
     if is_drifted is not None:
-        drop_drifted(views, is_drifted, range(num_frames), range(n), log, kept, restorable, cfg.keep_repeated)
+        drop_drifted(views, is_drifted, range(num_frames), range(n), log, kept, restorable,
+                     keep_repeated=cfg.keep_repeated)
     if learn is not None:
         for i in range(n):
             for a in np.flatnonzero(state.anchors[:, i] == np.arange(num_frames)):
@@ -399,7 +400,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             views.invalidate(range(start, stop))  # the predicted frames and, with overlapping neighbours, theirs
             if is_drifted is not None:
                 drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log, kept,
-                             restorable, cfg.keep_repeated)
+                             restorable, keep_repeated=cfg.keep_repeated)
             if max_jump is not None and breaks_track(views, j, start if earlier.size else None,
                                                      stop if later.size else None, max_jump):
                 undo()
