@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -98,6 +99,15 @@ class RecoveryLog:
     restored: list[tuple[int, int]] = field(default_factory=list)
 
 
+class KeptPrediction(NamedTuple):
+    """A dropped prediction to put back where re-ID finds nothing: ``stored`` (box, patch) for
+    :meth:`ObjectProbs.set`, its anchor, and its mask's tight box (x1, y1, x2, y2)."""
+
+    stored: tuple
+    anchor: int
+    box: tuple
+
+
 class FrameViews:
     """What the recovery loop reads of each frame: its index map (H, W) uint8 (0 background, i+1 object index i; see
     :meth:`PropagationState.index_map`), tight and robust (1st-99th percentile) boxes (N, 4) and presence (N,),
@@ -152,7 +162,7 @@ def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLo
                  restorable=None, *, keep_repeated: bool) -> None:
     """Erase object i from frame t (probabilities 0, no anchor) where ``is_drifted(t, i, box)`` says its mask no
     longer shows it, for every t in ``frames`` that is not i's own anchor and i in ``objects``. Where
-    ``restorable(t, i, box)`` is true, the erased prediction, anchor and tight box are kept in ``kept[t, i]`` for
+    ``restorable(t, i, box)`` is true, the erased prediction is kept in ``kept[t, i]`` (:class:`KeptPrediction`) for
     :func:`restore_unfound`; otherwise any earlier ``kept[t, i]`` is forgotten (the drop is final). With
     ``keep_repeated``, an earlier ``kept[t, i]`` whose box the erased mask's box overlaps by IoU >= REPEAT_IOU stays
     as it is: the erased mask repeats it (a re-propagation along the same track) and its drop says nothing new."""
@@ -160,12 +170,12 @@ def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLo
     for t in frames:
         boxes, changed = views.tight(t), False
         for i in objects:
-            if views.presence[t, i] and state.anchors[t, i] != t and is_drifted(t, i, tuple(boxes[i])):
-                box = tuple(boxes[i])
+            box = tuple(boxes[i])
+            if views.presence[t, i] and state.anchors[t, i] != t and is_drifted(t, i, box):
                 earlier = kept.get((t, i))
-                if not (keep_repeated and earlier is not None and box_iou(earlier[2], box) >= REPEAT_IOU):
+                if not (keep_repeated and earlier is not None and box_iou(earlier.box, box) >= REPEAT_IOU):
                     if restorable is not None and restorable(t, i, box):
-                        kept[t, i] = state.probs.stored(t, i), int(state.anchors[t, i]), box
+                        kept[t, i] = KeptPrediction(state.probs.stored(t, i), int(state.anchors[t, i]), box)
                     else:
                         kept.pop((t, i), None)
                 state.probs.clear(t, i)
@@ -177,13 +187,13 @@ def drop_drifted(views: FrameViews, is_drifted, frames, objects, log: RecoveryLo
 
 
 def restore_unfound(views: FrameViews, kept: dict, log: RecoveryLog) -> None:
-    """Put back each kept prediction ``kept[t, i]`` = ((box, patch), anchor, tight box) where object i is still
-    missing in frame t."""
+    """Put back each kept prediction ``kept[t, i]`` (:class:`KeptPrediction`) where object i is still missing in
+    frame t."""
     state = views.state
-    for (t, i), (stored, anchor, _) in sorted(kept.items()):
+    for (t, i), prediction in sorted(kept.items()):
         if not views.presence[t, i]:
-            state.probs.set(t, i, *stored)
-            state.anchors[t, i] = anchor
+            state.probs.set(t, i, *prediction.stored)
+            state.anchors[t, i] = prediction.anchor
             views.invalidate([t])
             log.restored.append((t, i))
 
@@ -340,7 +350,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
         lambda t, i, box: provider_drift(t, i, box, threshold=cfg.drift_threshold))
     restorable = None if provider_drift is None or cfg.drift_restore is None else (
         lambda t, i, box: not provider_drift(t, i, box, threshold=cfg.drift_restore))
-    kept: dict[tuple[int, int], tuple] = {}  # dropped predictions to put back where re-ID finds nothing
+    kept: dict[tuple[int, int], KeptPrediction] = {}  # dropped predictions to put back where re-ID finds nothing
     lost_ratio = propagator.config.lost_ratio
     max_jump = cfg.max_jump if cfg.max_jump is not None and np.isfinite(cfg.max_jump) else None
     learn = getattr(provider, "observe", None)
