@@ -23,9 +23,13 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   :class:`vsreid.models.dilated.DilatedConv2d`) and of the undilated depthwise 5x5 alone (before session 30).
 - The embedded re-ID's appearance features of one 854x480 frame (its drift test computes them for every frame):
   BN folded with NCHW weights, with channels_last weights, and the shipped net (also ReLU6 fused into the convs).
+  Then its box refinement of five frames' correlation peaks as before session 34 (the colour of every variant
+  compared, the cell cosine by ``F.cosine_similarity``) and as shipped (colour only where it can change the pick,
+  the cosine as one matrix-vector product; the same boxes).
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
-  (finetuning the whole network for 30 steps, BatchNorm unfolded, ``avg_pool2d`` box means, one pass at a time).
+  (finetuning the whole network for 30 steps, BatchNorm unfolded, ``avg_pool2d`` box means, one pass at a time,
+  the re-ID's box refinement as before session 34).
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
@@ -49,6 +53,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from vsreid.data.crops import boxes_from_labels, crop_resize
+from vsreid.data.davis import DavisRoot
 from vsreid.data.flow import DISFlow
 from vsreid.data.labels import read_frame, read_labels
 from vsreid.data.warp import RESIDUAL_REACH, photometric_residual, warp_grid
@@ -58,6 +63,7 @@ from vsreid.engine.finetune import FINETUNE_SCOPES, finetuned_copy
 from vsreid.engine.predictor import PatchPredictor
 from vsreid.engine.reid import appearance
 from vsreid.engine.reid.appearance import AppearanceReID
+from vsreid.engine.source import SequenceSource
 from vsreid.models import box
 from vsreid.models.checkpoints import load_network
 from vsreid.models.dilated import DilatedConv2d
@@ -152,14 +158,32 @@ def one_pass_at_a_time():
     return mock.patch.object(predictor, "split_ways", lambda device, tasks: 1)
 
 
+@torch.no_grad()
+def broadcast_cell_cosine(reid: AppearanceReID, grids: torch.Tensor, ref) -> np.ndarray:
+    """The re-ID's feature similarity with the cell cosine by ``F.cosine_similarity`` (before session 34)."""
+    global_sim = appearance._embed(grids, ref.mask) @ ref.embedding
+    cell_sim = nn.functional.cosine_similarity((grids * ref.mask).flatten(1), (ref.grid * ref.mask).flatten()[None],
+                                               dim=1)
+    return ((global_sim + cell_sim) / 2).cpu().numpy().astype(np.float64)
+
+
+def every_colour(run):
+    """``run()`` with the re-ID's box refinement as before session 34: the colour of every variant compared, the
+    cell cosine by ``F.cosine_similarity``."""
+    with mock.patch.object(appearance, "COLOUR_MAX", np.inf), \
+            mock.patch.object(AppearanceReID, "_deep_similarity", broadcast_cell_cosine):
+        return run()
+
+
 @contextmanager
 def before_issue_19():
     """Inside, prediction runs the network as it was before issue 19: eager (BatchNorm unfolded), ``avg_pool2d``
     box means, finetuning with NCHW weights, autograd's dilated-convolution backward, BN layers in the graph and
-    samples one after another, the flip's passes one at a time."""
+    samples one after another, the flip's passes one at a time, the re-ID's refinement as before session 34."""
     with mock.patch.object(segmenter, "inference_graph", lambda net, in_place=False: net), pooled_box_means(), \
             nchw_finetuning(), autograd_dilated_backward(), batchnorm_in_the_graph(), samples_one_after_another(), \
-            one_pass_at_a_time():
+            one_pass_at_a_time(), mock.patch.object(appearance, "COLOUR_MAX", np.inf), \
+            mock.patch.object(AppearanceReID, "_deep_similarity", broadcast_cell_cosine):
         yield
 
 
@@ -375,6 +399,18 @@ def bench_reid_features(step: dict, rounds: int) -> None:
     before, _, now = out.values()
     print(f"  max |difference| of the features: {(before - now).abs().max():.1e} "
           f"(largest feature {before.abs().max():.0f})")
+    reid = AppearanceReID()
+    seq = SAMPLE / "Annotations" / "480p" / SEQ
+    reid.prepare(SequenceSource(DavisRoot(SAMPLE), SEQ, None), read_labels(sorted(seq.glob("*.png"))[0]), [1])
+    peaks = {t: reid._search(reid.frame_features(t))[0] for t in range(FRAME, FRAME + 5)}
+
+    def refine():
+        return [reid._refine(t, boxes, 0) for t, boxes in peaks.items()]
+
+    out = compare(f"re-ID box refinement, 5 frames' peaks ({sum(map(len, peaks.values()))} boxes, 144 variants each)",
+                  {"before session 34": lambda: every_colour(refine),
+                   "shipped: colour where it can change the pick": refine}, rounds)
+    print(f"  the same boxes picked: {all(np.array_equal(a, b) for a, b in zip(*out.values()))}")
 
 
 def bench_predict(rounds: int) -> None:

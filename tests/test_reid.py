@@ -801,6 +801,36 @@ def test_appearance_reid_refinement_tolerance_keeps_the_largest_near_best_box(sy
     assert area[2.0] == pytest.approx(max(REFINE_STEPS) ** 2 * small_area)
 
 
+@pytest.mark.parametrize("tolerance, merge", [(0.0, None), (0.005, None), (0.03, 0.03)])
+def test_refinement_compares_colour_only_where_it_can_change_the_pick(synthetic, monkeypatch, tolerance, merge):
+    """Skipping the colour of variants that cannot be kept picks the same boxes as comparing every variant, with
+    fewer boxes resized."""
+    from vsreid.engine.reid import appearance
+
+    root, seq = synthetic
+    ids = [o["id"] for o in seq.meta["objects"]]
+    resized, bins, shipped = [], appearance._colour_bins, appearance.COLOUR_MAX
+
+    def counted(frame, boxes):
+        resized.append(len(boxes))
+        return bins(frame, boxes)
+
+    monkeypatch.setattr(appearance, "_colour_bins", counted)
+    picks, counts = {}, {}
+    for bound in (shipped, np.inf):  # np.inf: every variant's colour is compared
+        monkeypatch.setattr(appearance, "COLOUR_MAX", bound)
+        reid = AppearanceReID(refine_tolerance=tolerance, merge_nested=merge)
+        reid.prepare(_source(root, seq.name), seq.labels[0], ids)
+        resized.clear()
+        picks[bound] = [reid._refine(t, reid._search(reid.frame_features(t))[i], i)
+                        for t in range(1, len(seq.labels), 3) for i in range(len(ids))]
+        counts[bound] = sum(resized)
+    assert sum(len(p) for p in picks[np.inf]) >= 20
+    for pruned, full in zip(picks[shipped], picks[np.inf], strict=True):
+        np.testing.assert_array_equal(pruned, full)
+    assert counts[shipped] < counts[np.inf]
+
+
 def test_merge_nested_replaces_a_box_inside_an_about_as_similar_larger_one():
     """A box mostly inside a larger one becomes the larger box when that one is at most ``tolerance`` less similar;
     a much less similar host, a box only partly inside, and boxes elsewhere are kept; duplicates go."""
