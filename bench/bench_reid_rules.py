@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import json
 import sys
 import time
@@ -38,6 +39,8 @@ from vsreid.engine.propagator import Propagator
 from vsreid.engine.reid import AppearanceReID
 from vsreid.engine.reid.recovery import recover
 from vsreid.engine.reid.report import build_report
+from vsreid.engine import segmenter as segmenter_module
+from vsreid.engine.finetune import finetuned_copy, first_frame_batches
 from vsreid.engine.segmenter import sequence_propagator
 from vsreid.engine.source import SequenceSource
 from vsreid.metrics.evaluation import evaluate_results
@@ -61,6 +64,10 @@ def main() -> int:
                         help="JSON file of named rule sets (default bench/reid_rules.json)")
     parser.add_argument("--finetune-steps", type=int, default=None,
                         help="online finetuning steps (default: the shipped weights' recorded steps, 30)")
+    parser.add_argument("--finetune-lr", type=float, default=None,
+                        help="online finetuning learning rate (default: the shipped weights' recorded 1e-4)")
+    parser.add_argument("--finetune-seed", type=int, default=0,
+                        help="seed of the finetuning samples and dropout (default 0, as predict)")
     parser.add_argument("--finetune-batch-size", type=int, default=None,
                         help="samples per finetuning step (default: the shipped weights' recorded 4)")
     parser.add_argument("--weights", default="lite0", help="shipped weights name or a weights file (default lite0)")
@@ -81,6 +88,11 @@ def main() -> int:
         settings = replace(settings, finetune_steps=args.finetune_steps)
     if args.finetune_batch_size is not None:
         settings = replace(settings, finetune_batch_size=args.finetune_batch_size)
+    if args.finetune_lr is not None:
+        settings = replace(settings, finetune_lr=args.finetune_lr)
+    if args.finetune_seed:  # predict always seeds with 0; the bench draws other samples and dropout on request
+        segmenter_module.first_frame_batches = functools.partial(first_frame_batches, seed=args.finetune_seed)
+        segmenter_module.finetuned_copy = functools.partial(finetuned_copy, seed=args.finetune_seed)
     parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig, PropagationConfig), checked before any sequence
     for name, rule_set in rules.items():
         fields = dict(rule_set)
@@ -124,8 +136,8 @@ def main() -> int:
     names = [DRAFT, *rules]
     results = {name: evaluate_results(root, args.out / name, sequences=sequences, progress=False) for name in names}
     scores = {name: per_sequence(result) for name, result in results.items()}
-    print(f"\nJ&F, finetuning steps {settings.finetune_steps} of {settings.finetune_batch_size} samples, "
-          f"rules {args.rules.name}")
+    print(f"\nJ&F, finetuning steps {settings.finetune_steps} of {settings.finetune_batch_size} samples at lr "
+          f"{settings.finetune_lr:g}, seed {args.finetune_seed}, rules {args.rules.name}")
     print(f"{'sequence':<20}" + "".join(f"{name:>12}" for name in names))
     for seq in sequences:
         print(f"{seq:<20}" + "".join(f"{scores[name][seq]:>12.1f}" for name in names))
