@@ -1,9 +1,10 @@
 """Re-ID rule sets compared on one forward pass per sequence.
 
 Each sequence of a DAVIS root is propagated once by the shipped model (with the online finetuning its weights record,
-or `--finetune-steps N`), then recovered from that same draft under every rule set of a JSON file
-(default bench/reid_rules.json): {"name": {RecoveryConfig field: value, ..., "provider": {AppearanceReID argument:
-value}, "propagation": {PropagationConfig field: value}}}; an empty rule set is the shipped one. Propagation fields
+or as `--finetune-steps N`, `--finetune-lr`, `--finetune-seed` set it), then recovered from that same draft under
+every rule set of a JSON file (default bench/reid_rules.json): {"name": {RecoveryConfig field: value, ...,
+"provider": {AppearanceReID argument: value}, "propagation": {PropagationConfig field: value}}}; an empty rule set
+is the shipped one. Propagation fields
 apply to the recovery's re-initialisations and re-propagations only (e.g. ``refine_iterations``): the draft is the
 shipped forward pass. Prints J&F per sequence of the draft (without re-ID) and of each rule
 set, with each rule set's re-ID seconds and its accepted recoveries scored as `vsreid evaluate-reid` scores them
