@@ -382,11 +382,14 @@ class AppearanceReID:
 
     # ------------------------------------------------------------------ search and scoring
     @torch.no_grad()
+    def _grids(self, t: int, boxes: np.ndarray) -> torch.Tensor:
+        """[M,C,7,7] feature grids of boxes (M, 4) in frame t."""
+        return _roi_sample(self.frame_features(t), torch.from_numpy(boxes).float().to(self.device), (GRID, GRID),
+                           self.stride)
+
     def _describe(self, t: int, boxes: np.ndarray) -> _Boxes:
         """Feature grids and colour bins of boxes (M, 4) in frame t."""
-        grids = _roi_sample(self.frame_features(t), torch.from_numpy(boxes).float().to(self.device), (GRID, GRID),
-                            self.stride)
-        return _Boxes(boxes, grids, _colour_bins(self.source.frame(t), boxes))
+        return _Boxes(boxes, self._grids(t, boxes), _colour_bins(self.source.frame(t), boxes))
 
     def _frame_boxes(self, t: int) -> _Boxes:
         """The union of every object's correlation peaks in frame t (each refined with :meth:`_refine` when
@@ -419,16 +422,16 @@ class AppearanceReID:
         variants = np.stack([cx - half_w, cy - half_h, cx + half_w, cy + half_h], axis=-1)  # (K, V, 4)
         variants = np.clip(variants, 0, [self.source.width, self.source.height] * 2)
         tpl, rows = self.templates[i], np.arange(len(boxes))
-        grids = _roi_sample(self.frame_features(t), torch.from_numpy(variants.reshape(-1, 4)).float().to(self.device),
-                            (GRID, GRID), self.stride)
-        deep = self._deep_similarity(grids, tpl).reshape(variants.shape[:2])
+        deep = self._deep_similarity(self._grids(t, variants.reshape(-1, 4)), tpl).reshape(variants.shape[:2])
         width, height = variants[..., 2] - variants[..., 0], variants[..., 3] - variants[..., 1]
         valid = (width >= 1) & (height >= 1)
         first = np.argmax(np.where(valid, deep, -np.inf), axis=1)  # each peak's most feature-similar variant
-        lowest = self._mix(deep[rows, first], self._colour_similarity(t, variants[rows, first], tpl))
-        reach = np.where(valid, self._mix(deep, COLOUR_MAX), -np.inf)
-        needed = (reach >= (lowest - self.refine_tolerance)[:, None] - 1e-9) | ~valid.any(axis=1, keepdims=True)
         similar = np.full(deep.shape, -np.inf)
+        similar[rows, first] = self._mix(deep[rows, first], self._colour_similarity(t, variants[rows, first], tpl))
+        reach = np.where(valid, self._mix(deep, COLOUR_MAX), -np.inf)
+        needed = (reach >= (similar[rows, first] - self.refine_tolerance)[:, None] - 1e-9) | \
+            ~valid.any(axis=1, keepdims=True)
+        needed[rows, first] = False  # compared above
         similar[needed] = self._mix(deep[needed], self._colour_similarity(t, variants[needed], tpl))
         sims = similar.copy()
         sims[~valid] = -1
