@@ -19,7 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench_one_step_ceiling import selection_split  # bench/, beside this script
 from vsreid import Segmenter
@@ -41,19 +40,20 @@ def main() -> int:
                         default=selection_split())
     parser.add_argument("--frame-step", type=int, default=1, help="every Nth pair (default 1: all)")
     parser.add_argument("--weights", default="lite0", help="shipped weights name or a weights file (default lite0)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the finetuning samples and dropout")
+    parser.add_argument("--finetune-seed", type=int, default=0,
+                        help="seed of the finetuning samples and dropout (default 0, as predict)")
     parser.add_argument("--flow-cache-dir", default=str(REPO / "work_dirs" / "flow"))
     args = parser.parse_args()
     root = DavisRoot(args.root)
     segmenter = Segmenter.from_pretrained(args.weights)
     cache = root_flow_cache(root, "dis", segmenter.flow_preset, args.flow_cache_dir)
-    torch.manual_seed(args.seed)
     totals: dict[str, list[float]] = {"copy": [], "shipped": [], "finetuned": []}
     for seq in args.sequences:
         source = SequenceSource(root, seq, cache)
         started = time.perf_counter()
-        predictors = {name: sequence_propagator(segmenter.net, source, settings).predictor for name, settings in
-                      (("shipped", replace(segmenter.settings, finetune_steps=0)), ("finetuned", segmenter.settings))}
+        runs = (("shipped", replace(segmenter.settings, finetune_steps=0)), ("finetuned", segmenter.settings))
+        predictors = {name: sequence_propagator(segmenter.net, source, settings,
+                                                finetune_seed=args.finetune_seed).predictor for name, settings in runs}
         seconds = time.perf_counter() - started
         pairs = EvalPairs(root, [seq], cache, size=segmenter.settings.propagation.crop_size,
                           frame_step=args.frame_step)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import json
 import sys
 import time
@@ -40,8 +39,6 @@ from vsreid.engine.propagator import Propagator
 from vsreid.engine.reid import AppearanceReID
 from vsreid.engine.reid.recovery import recover
 from vsreid.engine.reid.report import build_report
-from vsreid.engine import segmenter as segmenter_module
-from vsreid.engine.finetune import finetuned_copy, first_frame_batches
 from vsreid.engine.segmenter import sequence_propagator
 from vsreid.engine.source import SequenceSource
 from vsreid.metrics.evaluation import evaluate_results
@@ -91,9 +88,6 @@ def main() -> int:
         settings = replace(settings, finetune_batch_size=args.finetune_batch_size)
     if args.finetune_lr is not None:
         settings = replace(settings, finetune_lr=args.finetune_lr)
-    if args.finetune_seed:  # predict always seeds with 0; the bench draws other samples and dropout on request
-        segmenter_module.first_frame_batches = functools.partial(first_frame_batches, seed=args.finetune_seed)
-        segmenter_module.finetuned_copy = functools.partial(finetuned_copy, seed=args.finetune_seed)
     parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig, PropagationConfig), checked before any sequence
     for name, rule_set in rules.items():
         fields = dict(rule_set)
@@ -112,7 +106,8 @@ def main() -> int:
         stems = root.frame_stems(seq)
         first = root.read_annotation(seq, stems[0])
         ids = root.validate(seq).object_ids
-        propagator = sequence_propagator(segmenter.net, source, settings, progress=True)
+        propagator = sequence_propagator(segmenter.net, source, settings, progress=True,
+                                         finetune_seed=args.finetune_seed)
         draft = propagator.start(source, first, ids)
         for _ in tqdm(propagator.forward_frames(source, draft), total=source.num_frames - 1, desc=seq,
                       unit="frame", leave=False):

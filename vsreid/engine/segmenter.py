@@ -94,18 +94,19 @@ class SegmentationResult:
 
 
 def sequence_propagator(net: nn.Module, source: SequenceSource, settings: SegmentSettings, progress: bool = False,
-                        position: int = 0) -> Propagator:
+                        position: int = 0, finetune_seed: int = 0) -> Propagator:
     """The propagator of ``source``: ``net`` as an inference graph, first finetuned (a copy; ``net`` is not changed) on
-    the first frame when ``settings.finetune_steps`` > 0, with a progress bar at ``position`` when ``progress``."""
+    the first frame when ``settings.finetune_steps`` > 0, with a progress bar at ``position`` when ``progress``.
+    ``finetune_seed`` draws the finetuning samples and dropout (prediction always uses 0; benches vary it)."""
     finetuned = settings.finetune_steps > 0
     if finetuned:
         batches = first_frame_batches(source, settings.finetune_crop_size or settings.propagation.crop_size,
-                                      settings.finetune_steps, settings.finetune_batch_size)
+                                      settings.finetune_steps, settings.finetune_batch_size, seed=finetune_seed)
         if progress:
             batches = tqdm(batches, total=settings.finetune_steps, desc=f"{source.seq}: finetune", unit="step",
                            leave=False, position=position)
         net = finetuned_copy(net, batches, settings.finetune_steps, settings.finetune_lr, settings.lovasz_weight,
-                             scope=settings.finetune_scope)
+                             seed=finetune_seed, scope=settings.finetune_scope)
         release_freed_memory()  # the finetuning threads' autograd buffers
     net = inference_graph(net, in_place=finetuned)  # the finetuned copy is ours: folded without another copy
     return Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size), settings.propagation)
