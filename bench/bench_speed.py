@@ -167,12 +167,13 @@ def broadcast_cell_cosine(reid: AppearanceReID, grids: torch.Tensor, ref) -> np.
     return ((global_sim + cell_sim) / 2).cpu().numpy().astype(np.float64)
 
 
-def every_colour(run):
-    """``run()`` with the re-ID's box refinement as before session 34: the colour of every variant compared, the
-    cell cosine by ``F.cosine_similarity``."""
+@contextmanager
+def refinement_before_session_34():
+    """Inside, the re-ID's box refinement compares the colour of every variant and takes the cell cosine by
+    ``F.cosine_similarity`` (as before session 34)."""
     with mock.patch.object(appearance, "COLOUR_MAX", np.inf), \
             mock.patch.object(AppearanceReID, "_deep_similarity", broadcast_cell_cosine):
-        return run()
+        yield
 
 
 @contextmanager
@@ -182,8 +183,7 @@ def before_issue_19():
     samples one after another, the flip's passes one at a time, the re-ID's refinement as before session 34."""
     with mock.patch.object(segmenter, "inference_graph", lambda net, in_place=False: net), pooled_box_means(), \
             nchw_finetuning(), autograd_dilated_backward(), batchnorm_in_the_graph(), samples_one_after_another(), \
-            one_pass_at_a_time(), mock.patch.object(appearance, "COLOUR_MAX", np.inf), \
-            mock.patch.object(AppearanceReID, "_deep_similarity", broadcast_cell_cosine):
+            one_pass_at_a_time(), refinement_before_session_34():
         yield
 
 
@@ -407,9 +407,13 @@ def bench_reid_features(step: dict, rounds: int) -> None:
     def refine():
         return [reid._refine(t, boxes, 0) for t, boxes in peaks.items()]
 
+    def refine_before():
+        with refinement_before_session_34():
+            return refine()
+
     out = compare(f"re-ID box refinement, 5 frames' peaks ({sum(map(len, peaks.values()))} boxes, 144 variants each)",
-                  {"before session 34": lambda: every_colour(refine),
-                   "shipped: colour where it can change the pick": refine}, rounds)
+                  {"before session 34": refine_before, "shipped: colour where it can change the pick": refine},
+                  rounds)
     print(f"  the same boxes picked: {all(np.array_equal(a, b) for a, b in zip(*out.values()))}")
 
 
