@@ -28,8 +28,8 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   the cosine as one matrix-vector product; the same boxes).
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
-  (finetuning the whole network for 30 steps, BatchNorm unfolded, ``avg_pool2d`` box means, one pass at a time,
-  the re-ID's box refinement as before session 34).
+  (321 px crops with the 10 / 30 px bands, finetuning the whole network for 30 steps, BatchNorm unfolded,
+  ``avg_pool2d`` box means, one pass at a time, the re-ID's box refinement as before session 34).
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
@@ -75,7 +75,8 @@ from vsreid.models.inference_graph import inference_graph
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "samples"
 WEIGHTS = REPO / "checkpoints" / "vsreid_lite0.pt"
-SEQ, FRAME, CROP, CROPS = "car-shadow", 10, 321, 4
+SEQ, FRAME, CROP, CROPS = "car-shadow", 10, 321, 4  # CROP: the crops of before issue 19 (its 2.8 object-frames/s)
+BEFORE_BANDS = {"boundary_band": 10, "residual_band": 30}  # the predict bands at 321 px of before issue 19
 SECTIONS = ("box", "warp", "network", "finetune", "reid", "predict", "help")
 
 
@@ -421,7 +422,9 @@ def bench_predict(rounds: int) -> None:
     seq = SAMPLE / "JPEGImages" / "480p" / SEQ
     mask = read_labels(next(iter(sorted((SAMPLE / "Annotations" / "480p" / SEQ).glob("*.png")))))
     now = Segmenter.from_pretrained(WEIGHTS)
-    before = Segmenter(now.net, replace(now.settings, finetune_steps=30, finetune_scope="all"),
+    before = Segmenter(load_network(WEIGHTS, bands=BEFORE_BANDS),
+                       replace(now.settings, propagation=replace(now.settings.propagation, crop_size=CROP),
+                               finetune_crop_size=CROP, finetune_steps=30, finetune_scope="all"),
                        flow_preset=now.flow_preset)
     results = {}
 
@@ -440,7 +443,8 @@ def bench_predict(rounds: int) -> None:
 
     s = now.settings
     print(f"\nend to end on {SEQ} (40 frames, 1 object; flow {now.flow_preset} computed as it goes; re-ID): "
-          f"now finetuning {s.finetune_steps} steps of scope {s.finetune_scope}, before 30 steps of scope all")
+          f"now {s.propagation.crop_size} px crops, finetuning {s.finetune_steps} steps of scope {s.finetune_scope}; "
+          f"before {CROP} px crops, 30 steps of scope all")
     compare("predict", {"before issue 19": run_before, "now (shipped settings)": lambda: run(now, "now")}, rounds,
             unit="s")
     gt = np.stack([read_labels(p) for p in sorted((SAMPLE / "Annotations" / "480p" / SEQ).glob("*.png"))])
