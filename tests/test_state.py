@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vsreid.engine.state import ObjectProbs, initial_state
+from vsreid.engine.state import ObjectProbs, initial_state, plane_argmax
 
 
 def test_object_probs_match_a_dense_array_under_every_write():
@@ -50,3 +50,14 @@ def test_memory_grows_with_the_boxes_not_the_frames():
     state = initial_state(first, [1], num_frames=1000)
     assert state.probs.nbytes == 40 * 60 * 2  # the dense float16 array would hold 1000 x 480 x 854 x 2 bytes
     np.testing.assert_array_equal(state.labels(0), first)
+
+
+def test_plane_argmax_is_numpys_argmax_with_the_first_plane_on_ties():
+    rng = np.random.default_rng(0)
+    for planes in range(1, 7):
+        coarse = rng.integers(0, 3, (planes, 37, 53)).astype(np.float32) / 2  # many exact ties
+        fine = rng.random((planes, 37, 53), dtype=np.float32)
+        for values in (coarse, fine, np.zeros_like(fine)):
+            out = plane_argmax(values)
+            assert out.dtype == np.uint8
+            np.testing.assert_array_equal(out, np.argmax(values, axis=0))

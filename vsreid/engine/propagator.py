@@ -12,7 +12,7 @@ from vsreid.data.warp import RESIDUAL_REACH, photometric_residual, warp_grid
 
 from .boxes import enclosing_iou
 from .source import SequenceSource
-from .state import PropagationState, initial_state
+from .state import PropagationState, initial_state, plane_argmax
 
 
 @dataclass
@@ -89,7 +89,7 @@ class Propagator:
             grid = warp_grid(to_src, from_src, cfg.max_flow_error)  # shared by the prior and the residual
             warped = grid.pull(combined_src.transpose(1, 2, 0))
             boxes = _boxes(np.argmax(warped, axis=2), state.num_objects, cfg.box_enlargement)
-            src_index_map = np.argmax(combined_src, axis=0)
+            src_index_map = plane_argmax(combined_src)
             selected, go_on = [], False
             for i in range(state.num_objects):
                 if t != start and state.first_area[i] > cfg.lost_ratio * np.count_nonzero(src_index_map == i + 1):
@@ -143,7 +143,7 @@ class Propagator:
         group = sorted(set(group) | {j - 1 for j in np.unique(index_map[y1:y2, x1:x2]) if j != 0})
         for _ in range(cfg.refine_iterations):
             combined = state.combined(t)
-            boxes = _boxes(np.argmax(combined, axis=0), n, cfg.box_enlargement)
+            boxes = _boxes(plane_argmax(combined), n, cfg.box_enlargement)
             self._predict_objects(source, state, t, group, boxes, [combined[j + 1] for j in group], flow)
 
     # ------------------------------------------------------------------ crops and network

@@ -145,7 +145,7 @@ class PropagationState:
     def index_map(self, t: int) -> np.ndarray:
         """(H, W) uint8 index map of frame t, the argmax of the combined probability: 0 = background, i+1 = object
         index i (not the object id: see :meth:`labels`)."""
-        return np.argmax(self.combined(t), axis=0).astype(np.uint8)
+        return plane_argmax(self.combined(t))
 
     def labels(self, t: int) -> np.ndarray:
         """(H, W) uint8 id map of frame t: the sequence's own object ids (``object_ids[i]`` where the index map says
@@ -157,6 +157,17 @@ class PropagationState:
     def set_object(self, t: int, i: int, box, patch: np.ndarray) -> None:
         """P(i) of frame t becomes ``patch`` (h, w) inside ``box`` = (x1, y1, x2, y2) and 0 outside it."""
         self.probs.set(t, i, box, patch)
+
+
+def plane_argmax(planes: np.ndarray) -> np.ndarray:
+    """(H, W) uint8: ``np.argmax(planes, axis=0)`` of planes (P, H, W), P <= 256, the first plane on ties, by one pass
+    over each plane (argmax across the first axis reads the planes pixel by pixel: 4x slower on 2 planes of 854x480)."""
+    out = np.zeros(planes.shape[1:], np.uint8)
+    best = planes[0].copy()
+    for k in range(1, len(planes)):
+        out[planes[k] > best] = k
+        np.maximum(best, planes[k], out=best)
+    return out
 
 
 def initial_state(first_labels: np.ndarray, object_ids, num_frames: int, box_enlargement: float = 0.15
