@@ -160,8 +160,9 @@ class PropagationState:
 
 
 def plane_argmax(planes: np.ndarray) -> np.ndarray:
-    """(H, W) uint8: ``np.argmax(planes, axis=0)`` of planes (P, H, W), P <= 256, the first plane on ties, by one pass
-    over each plane (argmax across the first axis reads the planes pixel by pixel: 4x slower on 2 planes of 854x480)."""
+    """(H, W) uint8: ``np.argmax(planes, axis=0)`` of NaN-free planes (P, H, W), P <= 256, the first on ties, by one
+    pass over each plane (argmax across the first axis reads the planes pixel by pixel: 4x slower on 2 planes of
+    854x480)."""
     out = np.zeros(planes.shape[1:], np.uint8)
     best = planes[0].copy()
     for k in range(1, len(planes)):
