@@ -166,7 +166,10 @@ def _train(tuned: nn.Module, batches: Iterable[dict], steps: int, lr: float, lov
             for k, p in enumerate(params):
                 for g in grads:  # in part order: the same sum whichever thread finished first
                     if g[k] is not None:
-                        p.grad = g[k] if p.grad is None else p.grad + g[k]
+                        if p.grad is None:
+                            p.grad = g[k]
+                        else:  # in place: the parts' gradients are ours (autograd.grad made them)
+                            p.grad.add_(g[k])
             del grads
         opt.step()
     opt.zero_grad(set_to_none=True)  # nothing of training outlives it: gradients and optimizer state freed
