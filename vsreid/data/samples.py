@@ -377,6 +377,9 @@ class PropagationSamples(_Sampler):
         return self._render(matrix, rng, store.frame(seq, t), labels, obj, prior, None)
 
 
+RECENT_FLOWS = 4  # flows a FirstFrameSamples keeps (3.3 MB each at 854x480)
+
+
 class FirstFrameSamples(_Sampler):
     """Online-finetuning samples from the annotated first frames of the sequences to segment.
 
@@ -395,6 +398,7 @@ class FirstFrameSamples(_Sampler):
         self.store = _Frames(root, root.sequences(sequences=list(sequences) if sequences else None), cache_frames,
                              cache_labels)
         self.flows = flow_cache
+        self._recent_flows: OrderedDict[tuple[str, int], np.ndarray | None] = OrderedDict()  # see _flow
         self.items = []  # (seq, t, ids)
         for seq in self.store.stems:
             for t in (frames or {}).get(seq, [0]):
@@ -408,12 +412,20 @@ class FirstFrameSamples(_Sampler):
             raise ValueError(f"no object with at least {min_area} pixels in the first frames of {root.root}")
 
     def _flow(self, seq: str, t: int) -> np.ndarray | None:
-        """Flow from frame t toward its previous frame: ``t.rflo``, or ``-(0.flo)`` for frame 0."""
+        """Flow from frame t toward its previous frame: ``t.rflo``, or ``-(0.flo)`` for frame 0 (the last
+        RECENT_FLOWS kept: online finetuning reads one frame's flow for every sample)."""
+        key = (seq, t)
+        if key in self._recent_flows:
+            self._recent_flows.move_to_end(key)
+            return self._recent_flows[key]
         if t > 0:
-            return self.flows.backward(seq, t)
-        if len(self.store.stems[seq]) > 1:
-            return -self.flows.forward(seq, 0)
-        return None
+            flow = self.flows.backward(seq, t)
+        else:
+            flow = -self.flows.forward(seq, 0) if len(self.store.stems[seq]) > 1 else None
+        self._recent_flows[key] = flow
+        if len(self._recent_flows) > RECENT_FLOWS:
+            self._recent_flows.popitem(last=False)
+        return flow
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         rng = self._rng(index)
