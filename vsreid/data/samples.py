@@ -398,7 +398,7 @@ class FirstFrameSamples(_Sampler):
         self.store = _Frames(root, root.sequences(sequences=list(sequences) if sequences else None), cache_frames,
                              cache_labels)
         self.flows = flow_cache
-        self._recent_flows: OrderedDict[tuple[str, int], np.ndarray | None] = OrderedDict()  # see _flow
+        self._recent_flows = _LRU(RECENT_FLOWS)  # see _flow
         self.items = []  # (seq, t, ids)
         for seq in self.store.stems:
             for t in (frames or {}).get(seq, [0]):
@@ -414,18 +414,14 @@ class FirstFrameSamples(_Sampler):
     def _flow(self, seq: str, t: int) -> np.ndarray | None:
         """Flow from frame t toward its previous frame: ``t.rflo``, or ``-(0.flo)`` for frame 0 (the last
         RECENT_FLOWS kept: online finetuning reads one frame's flow for every sample)."""
-        key = (seq, t)
-        if key in self._recent_flows:
-            self._recent_flows.move_to_end(key)
-            return self._recent_flows[key]
+        return self._recent_flows.get((seq, t), lambda: self._read_flow(seq, t))
+
+    def _read_flow(self, seq: str, t: int) -> np.ndarray | None:
         if t > 0:
-            flow = self.flows.backward(seq, t)
-        else:
-            flow = -self.flows.forward(seq, 0) if len(self.store.stems[seq]) > 1 else None
-        self._recent_flows[key] = flow
-        if len(self._recent_flows) > RECENT_FLOWS:
-            self._recent_flows.popitem(last=False)
-        return flow
+            return self.flows.backward(seq, t)
+        if len(self.store.stems[seq]) > 1:
+            return -self.flows.forward(seq, 0)
+        return None
 
     def __getitem__(self, index: int) -> dict[str, np.ndarray]:
         rng = self._rng(index)
