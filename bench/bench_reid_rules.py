@@ -42,6 +42,7 @@ from vsreid.engine.reid.report import build_report
 from vsreid.engine.segmenter import sequence_propagator
 from vsreid.engine.source import SequenceSource
 from vsreid.metrics.evaluation import evaluate_results
+from vsreid.models.mixed_precision import PRECISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 DRAFT = "draft"
@@ -68,6 +69,8 @@ def main() -> int:
                         help="seed of the finetuning samples and dropout (default 0, as predict)")
     parser.add_argument("--finetune-batch-size", type=int, default=None,
                         help="samples per finetuning step (default: the shipped weights' recorded 4)")
+    parser.add_argument("--finetune-precision", choices=PRECISIONS, default=None,
+                        help="arithmetic of online finetuning (default: the shipped weights' recorded one)")
     parser.add_argument("--weights", default="lite0", help="shipped weights name or a weights file (default lite0)")
     parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_reid_rules")
     parser.add_argument("--flow-dir", type=Path, help="flow cache (default OUT/flow)")
@@ -88,6 +91,8 @@ def main() -> int:
         settings = replace(settings, finetune_batch_size=args.finetune_batch_size)
     if args.finetune_lr is not None:
         settings = replace(settings, finetune_lr=args.finetune_lr)
+    if args.finetune_precision is not None:
+        settings = replace(settings, finetune_precision=args.finetune_precision)
     parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig, PropagationConfig), checked before any sequence
     for name, rule_set in rules.items():
         fields = dict(rule_set)
@@ -133,7 +138,8 @@ def main() -> int:
     results = {name: evaluate_results(root, args.out / name, sequences=sequences, progress=False) for name in names}
     scores = {name: per_sequence(result) for name, result in results.items()}
     print(f"\nJ&F, finetuning steps {settings.finetune_steps} of {settings.finetune_batch_size} samples at lr "
-          f"{settings.finetune_lr:g}, seed {args.finetune_seed}, rules {args.rules.name}")
+          f"{settings.finetune_lr:g} ({settings.finetune_precision}), seed {args.finetune_seed}, "
+          f"rules {args.rules.name}")
     print(f"{'sequence':<20}" + "".join(f"{name:>12}" for name in names))
     for seq in sequences:
         print(f"{seq:<20}" + "".join(f"{scores[name][seq]:>12.1f}" for name in names))

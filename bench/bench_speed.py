@@ -20,7 +20,8 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   but the flow backbone, the heads over both backbones (the samples at once, one per thread, BN inside the
   convolutions' weights); the shipped scope also with the samples one after another, with BN layers in the graph
   too (session 27), with NCHW weights, with PyTorch's own backward pass of the dilated convolutions (before
-  :class:`vsreid.models.dilated.DilatedConv2d`) and of the undilated depthwise 5x5 alone (before session 30).
+  :class:`vsreid.models.dilated.DilatedConv2d`) and of the undilated depthwise 5x5 alone (before session 30); on a
+  CPU with native bfloat16 also under bfloat16 autocast (``finetune_precision``, an option).
 - The embedded re-ID's appearance features of one 854x480 frame (its drift test computes them for every frame):
   BN folded with NCHW weights, with channels_last weights, and the shipped net (also ReLU6 fused into the convs).
   Then its box refinement of five frames' correlation peaks as before session 34 (the colour of every variant
@@ -29,7 +30,8 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
   (321 px crops with the 10 / 30 px bands, finetuning the whole network for 30 steps, BatchNorm unfolded,
-  ``avg_pool2d`` box means, one pass at a time, the re-ID's box refinement as before session 34).
+  ``avg_pool2d`` box means, one pass at a time, the re-ID's box refinement as before session 34); on a CPU with
+  native bfloat16 also the shipped settings with finetuning in bfloat16.
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
@@ -71,6 +73,7 @@ from vsreid.models.guided import GuidedFilter
 from vsreid.metrics.measures import jaccard_and_boundary
 from vsreid.models import inference_graph as inference_graph_module
 from vsreid.models.inference_graph import inference_graph
+from vsreid.models.mixed_precision import native_bfloat16
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "samples"
@@ -377,6 +380,9 @@ def bench_finetune(step: dict, rounds: int) -> None:
         with samples_one_after_another():
             return finetuned_copy(net, [batch], 1, 1e-4, scope="image")
 
+    if native_bfloat16("cpu"):
+        sides["scope image, bfloat16 autocast"] = lambda: finetuned_copy(net, [batch], 1, 1e-4, scope="image",
+                                                                         precision="bfloat16")
     sides["scope image, BN layers in the graph, samples one after another (session 27)"] = session_27_image_scope
     sides["scope image, samples one after another"] = serial_image_scope
     sides["scope image, NCHW weights (before)"] = nchw_image_scope
@@ -424,7 +430,8 @@ def bench_predict(rounds: int) -> None:
     now = Segmenter.from_pretrained(WEIGHTS)
     before = Segmenter(load_network(WEIGHTS, bands=BEFORE_BANDS),
                        replace(now.settings, propagation=replace(now.settings.propagation, crop_size=CROP),
-                               finetune_crop_size=CROP, finetune_steps=30, finetune_scope="all"),
+                               finetune_crop_size=CROP, finetune_steps=30, finetune_scope="all",
+                               finetune_precision="float32"),
                        flow_preset=now.flow_preset)
     results = {}
 
@@ -445,8 +452,11 @@ def bench_predict(rounds: int) -> None:
     print(f"\nend to end on {SEQ} (40 frames, 1 object; flow {now.flow_preset} computed as it goes; re-ID): "
           f"now {s.propagation.crop_size} px crops, finetuning {s.finetune_steps} steps of scope {s.finetune_scope}; "
           f"before {CROP} px crops, 30 steps of scope all")
-    compare("predict", {"before issue 19": run_before, "now (shipped settings)": lambda: run(now, "now")}, rounds,
-            unit="s")
+    sides = {"before issue 19": run_before, "now (shipped settings)": lambda: run(now, "now")}
+    if native_bfloat16("cpu") and now.settings.finetune_precision != "bfloat16":
+        bf16 = Segmenter(now.net, replace(now.settings, finetune_precision="bfloat16"), flow_preset=now.flow_preset)
+        sides["now, finetuning in bfloat16"] = lambda: run(bf16, "now, finetuning in bfloat16")
+    compare("predict", sides, rounds, unit="s")
     gt = np.stack([read_labels(p) for p in sorted((SAMPLE / "Annotations" / "480p" / SEQ).glob("*.png"))])
     for name, result in results.items():
         j, f = jaccard_and_boundary(result.labels[1:-1] == 1, gt[1:-1] == 1)

@@ -103,11 +103,14 @@ def test_loss_parts_sum_to_the_whole_batch_loss():
     torch.testing.assert_close(parts, whole)
 
 
-def test_predict_module_refuses_an_unknown_scope_when_built():
+def test_predict_module_refuses_an_unknown_scope_or_precision_when_built():
     from vsreid.lightning.module import VSReIDModule
 
     with pytest.raises(ValueError, match="finetune_scope 'everything'"):
         VSReIDModule(backbone="resnet18", finetune_scope="everything")
+    with pytest.raises(ValueError, match="finetune_precision 'half'"):
+        VSReIDModule(backbone="resnet18", finetune_precision="half")
+    assert VSReIDModule(backbone="resnet18", finetune_precision="auto").segment_settings().finetune_precision == "auto"
 
 
 def _copy_one_sample_after_another(net, batches, steps: int, lr: float, seed: int = 0):
@@ -147,3 +150,45 @@ def test_parts_at_once_train_the_copy_of_one_sample_after_another(monkeypatch):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
         torch.testing.assert_close(a, c, rtol=0, atol=1e-5, msg=name)
     assert any((a - c).abs().max() > 1e-4 for a, c in zip(other_seed.parameters(), reference.parameters()))
+
+
+def test_bfloat16_finetuning_trains_nearly_the_float32_copy(monkeypatch):
+    """Under bfloat16 autocast (depthwise convolutions in float32) the copy moves the way the float32 one does, on
+    the threads at once as one after another, and is not the float32 copy (the products are rounded)."""
+    net, batches = _net(dropout=0.3), [_batch(seed=s) for s in range(2)]
+    reference = finetuned_copy(net, batches, 2, 1e-3)
+    deltas = {}
+    for ways in (1, 2):
+        monkeypatch.setattr(finetune, "split_ways", lambda device, n, ways=ways: ways)
+        tuned = finetuned_copy(net, batches, 2, 1e-3, precision="bfloat16")
+        deltas[ways] = torch.cat([(t - p).flatten() for t, p in zip(tuned.parameters(), net.parameters())])
+        assert all(p.dtype == torch.float32 for p in tuned.parameters())
+    ref = torch.cat([(t - p).flatten() for t, p in zip(reference.parameters(), net.parameters())])
+    for delta in deltas.values():
+        assert torch.cosine_similarity(delta, ref, dim=0) > 0.9
+        assert not torch.equal(delta, ref)
+    torch.testing.assert_close(deltas[1], deltas[2], rtol=0, atol=1e-6)
+
+
+def test_float32_depthwise_keeps_depthwise_convolutions_out_of_autocast():
+    from vsreid.models.mixed_precision import float32_depthwise
+
+    dense, depthwise = torch.nn.Conv2d(4, 4, 3, padding=1), torch.nn.Conv2d(4, 4, 3, padding=1, groups=4)
+    net, x = torch.nn.Sequential(dense, depthwise), torch.randn(1, 4, 8, 8)
+    with float32_depthwise(net), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dense(x).dtype == torch.bfloat16 and depthwise(x).dtype == torch.float32
+        assert net(x).dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # afterwards the modules are as they were
+        assert depthwise(x).dtype == torch.bfloat16 and "_conv_forward" not in vars(depthwise)
+
+
+def test_precision_auto_follows_the_device_and_unknown_ones_are_refused():
+    from vsreid.engine.segmenter import SegmentSettings
+    from vsreid.models.mixed_precision import native_bfloat16, resolve_precision
+
+    assert resolve_precision("auto", "cpu") == ("bfloat16" if native_bfloat16("cpu") else "float32")
+    assert resolve_precision("float32", "cpu") == "float32"
+    with pytest.raises(ValueError, match="finetune_precision 'fp16'"):
+        SegmentSettings(finetune_precision="fp16")
+    with pytest.raises(ValueError, match="finetune_precision 'half'"):
+        finetuned_copy(_net(), [_batch()], 1, 1e-3, precision="half")

@@ -1,6 +1,7 @@
 """Online finetuning: a copy of the network trained for a few steps on a sequence's annotated first frame."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import threading
 from collections.abc import Iterable, Iterator
@@ -14,6 +15,7 @@ from vsreid.data.samples import FirstFrameSamples
 from vsreid.models.frozen_bn import batchnorm_in_weights
 from vsreid.models.inference_graph import probe_mp2s
 from vsreid.models.losses import segmentation_loss
+from vsreid.models.mixed_precision import float32_depthwise, resolve_precision
 from vsreid.models.mp2s import mp2s_param_groups, rgb_to_mp2s, set_bn_frozen
 
 from .cpu_split import run_split, split_ways
@@ -107,28 +109,33 @@ def _dropout_channels(net: nn.Module) -> list[int]:
 
 
 def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: float, lovasz_weight: float = 0.0,
-                   seed: int = 0, scope: str = "all") -> nn.Module:
+                   seed: int = 0, scope: str = "all", precision: str = "float32") -> nn.Module:
     """A copy of MP2S ``net`` trained for ``steps`` AdamW steps (learning rate ``lr``, BN frozen; the parts of
     :data:`FINETUNE_SCOPES` ``scope``) on ``batches`` (dicts of image, flow, prior, target tensors as the samples give
     them), in eval mode; each batch runs in parts of :data:`BACKWARD_SAMPLES`. ``net`` is left as it was; works
     under ``inference_mode``/``no_grad`` (the copy is trained with grad enabled). Frozen BN layers train inside the
     convolutions' weights (:mod:`vsreid.models.frozen_bn`). Dropout draws from its own random stream seeded with
     ``seed``, in sample order before a step's parts run, so a sequence gets the same copy whatever ran before it in
-    the process and whichever thread runs which part."""
+    the process and whichever thread runs which part. ``precision`` (:data:`vsreid.models.mixed_precision.PRECISIONS`):
+    ``bfloat16`` runs the forward passes under bfloat16 autocast, depthwise convolutions in float32 on the CPU
+    (weights, gradients and optimizer in float32); ``auto`` where the device computes bfloat16 natively."""
     check_scope(scope)
     device = next(net.parameters()).device
+    bfloat16 = resolve_precision(precision, device) == "bfloat16"
     devices = [device] if device.type == "cuda" else []
     with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=devices):
         tuned = copy.deepcopy(net).eval().to(memory_format=MEMORY_FORMAT)
         set_bn_frozen(tuned, True)  # MP2S remembers it: train() below keeps BN in eval mode
-        with batchnorm_in_weights(tuned):
-            _train(tuned, batches, steps, lr, lovasz_weight, seed, scope, device)
+        depthwise = float32_depthwise(tuned) if bfloat16 and device.type == "cpu" else contextlib.nullcontext()
+        with batchnorm_in_weights(tuned), depthwise:
+            _train(tuned, batches, steps, lr, lovasz_weight, seed, scope, device, bfloat16)
     return tuned.eval().requires_grad_(False)
 
 
 def _train(tuned: nn.Module, batches: Iterable[dict], steps: int, lr: float, lovasz_weight: float, seed: int,
-           scope: str, device: torch.device) -> None:
-    """:func:`finetuned_copy`'s training of ``tuned`` in place (BN frozen)."""
+           scope: str, device: torch.device, bfloat16: bool = False) -> None:
+    """:func:`finetuned_copy`'s training of ``tuned`` in place (BN frozen; forward passes under bfloat16 autocast
+    when ``bfloat16``)."""
     torch.manual_seed(seed)
     tuned.train()
     for part in kept_parts(tuned, scope):
@@ -144,8 +151,9 @@ def _train(tuned: nn.Module, batches: Iterable[dict], steps: int, lr: float, lov
 
     def gradients(part: dict, of_batch: tuple[int, int], noise: list[torch.Tensor], accumulate: bool):
         _DrawnDropout2d.local.noise = noise
-        logits = tuned(rgb_to_mp2s(part["image"]), part["flow"], part["prior"], part.get("residual"))
-        loss = segmentation_loss(logits, part["target"], lovasz_weight, of_batch)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bfloat16):  # per thread: inside the part
+            logits = tuned(rgb_to_mp2s(part["image"]), part["flow"], part["prior"], part.get("residual"))
+        loss = segmentation_loss(logits.float(), part["target"], lovasz_weight, of_batch)
         return loss.backward() if accumulate else torch.autograd.grad(loss, params, allow_unused=True)
 
     for _, batch in zip(range(steps), batches):

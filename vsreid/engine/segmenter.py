@@ -14,6 +14,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vsreid.models.inference_graph import inference_graph
+from vsreid.models.mixed_precision import check_precision
 
 from .finetune import check_scope, finetuned_copy, first_frame_batches
 from .memory import release_freed_memory
@@ -31,9 +32,9 @@ class SegmentSettings:
     """How one sequence is segmented. ``propagation``: crops, boxes, lost objects, refinement passes;
     ``flip``: average with the mirrored pass; ``batch_size``: crops per network pass; ``finetune_steps`` (0 = off),
     ``finetune_lr``, ``finetune_crop_size`` (None = the propagation crop size), ``finetune_batch_size``,
-    ``finetune_scope`` (see :data:`vsreid.engine.finetune.FINETUNE_SCOPES`), ``lovasz_weight``: online finetuning on
-    the first frame; ``recovery``: the re-ID rules (used when a provider is
-    given). The defaults are the paper's where it has one."""
+    ``finetune_scope`` (see :data:`vsreid.engine.finetune.FINETUNE_SCOPES`), ``finetune_precision`` (see
+    :data:`vsreid.models.mixed_precision.PRECISIONS`), ``lovasz_weight``: online finetuning on the first frame;
+    ``recovery``: the re-ID rules (used when a provider is given). The defaults are the paper's where it has one."""
 
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     flip: bool = True
@@ -43,11 +44,13 @@ class SegmentSettings:
     finetune_crop_size: int | None = None
     finetune_batch_size: int = 4
     finetune_scope: str = "all"
+    finetune_precision: str = "float32"
     lovasz_weight: float = 0.0
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def __post_init__(self):
         check_scope(self.finetune_scope)
+        check_precision(self.finetune_precision)
 
 
 def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
@@ -74,7 +77,7 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
         "flip": "flip", "predict_batch_size": "batch_size", "finetune_steps": "finetune_steps",
         "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size",
         "finetune_batch_size": "finetune_batch_size", "finetune_scope": "finetune_scope",
-        "lovasz_weight": "lovasz_weight"}))
+        "finetune_precision": "finetune_precision", "lovasz_weight": "lovasz_weight"}))
 
 
 @dataclass
@@ -106,7 +109,8 @@ def sequence_propagator(net: nn.Module, source: SequenceSource, settings: Segmen
             batches = tqdm(batches, total=settings.finetune_steps, desc=f"{source.seq}: finetune", unit="step",
                            leave=False, position=position)
         net = finetuned_copy(net, batches, settings.finetune_steps, settings.finetune_lr, settings.lovasz_weight,
-                             seed=finetune_seed, scope=settings.finetune_scope)
+                             seed=finetune_seed, scope=settings.finetune_scope,
+                             precision=settings.finetune_precision)
         release_freed_memory()  # the finetuning threads' autograd buffers
     net = inference_graph(net, in_place=finetuned)  # the finetuned copy is ours: folded without another copy
     return Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size), settings.propagation)

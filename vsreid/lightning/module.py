@@ -74,6 +74,8 @@ class VSReIDModule(LightningModule):
         finetune_batch_size: samples per online finetuning step.
         finetune_scope: what online finetuning trains (``all``, ``image``, ``image_s8``, ``heads``; see
             :data:`vsreid.engine.finetune.FINETUNE_SCOPES`).
+        finetune_precision: arithmetic of online finetuning: ``float32``, ``bfloat16`` (autocast; depthwise
+            convolutions in float32 on the CPU) or ``auto`` (bfloat16 where the device computes it natively).
         reid: apply re-ID recovery after the forward pass (``--reid false`` switches it off).
         reid_provider: ``appearance`` (embedded, nothing precomputed) or ``original`` (the original's pickles).
         reid_split: the split the original pickles were made for (their frame counter runs over it).
@@ -132,6 +134,7 @@ class VSReIDModule(LightningModule):
         finetune_crop_size: int | None = None,
         finetune_batch_size: int | None = None,
         finetune_scope: str | None = None,
+        finetune_precision: str | None = None,
         reid: bool = True,
         reid_provider: str = "appearance",
         reid_split: str | None = None,
