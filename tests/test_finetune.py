@@ -167,7 +167,7 @@ def test_bfloat16_finetuning_trains_nearly_the_float32_copy(monkeypatch):
     for delta in deltas.values():
         assert torch.cosine_similarity(delta, ref, dim=0) > 0.9
         assert not torch.equal(delta, ref)
-    torch.testing.assert_close(deltas[1], deltas[2], rtol=0, atol=1e-6)
+    torch.testing.assert_close(deltas[1], deltas[2], rtol=0, atol=1e-5)
 
 
 def test_float32_depthwise_keeps_depthwise_convolutions_out_of_autocast():
