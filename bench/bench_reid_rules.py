@@ -71,6 +71,8 @@ def main() -> int:
                         help="samples per finetuning step (default: the shipped weights' recorded 4)")
     parser.add_argument("--finetune-precision", choices=PRECISIONS, default=None,
                         help="arithmetic of online finetuning (default: the shipped weights' recorded one)")
+    parser.add_argument("--inference-precision", choices=PRECISIONS, default=None,
+                        help="arithmetic of the network's forward passes (default: the shipped weights' recorded one)")
     parser.add_argument("--weights", default="lite0", help="shipped weights name or a weights file (default lite0)")
     parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_reid_rules")
     parser.add_argument("--flow-dir", type=Path, help="flow cache (default OUT/flow)")
@@ -93,6 +95,8 @@ def main() -> int:
         settings = replace(settings, finetune_lr=args.finetune_lr)
     if args.finetune_precision is not None:
         settings = replace(settings, finetune_precision=args.finetune_precision)
+    if args.inference_precision is not None:
+        settings = replace(settings, inference_precision=args.inference_precision)
     parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig, PropagationConfig), checked before any sequence
     for name, rule_set in rules.items():
         fields = dict(rule_set)
@@ -138,7 +142,8 @@ def main() -> int:
     results = {name: evaluate_results(root, args.out / name, sequences=sequences, progress=False) for name in names}
     scores = {name: per_sequence(result) for name, result in results.items()}
     print(f"\nJ&F, finetuning steps {settings.finetune_steps} of {settings.finetune_batch_size} samples at lr "
-          f"{settings.finetune_lr:g} ({settings.finetune_precision}), seed {args.finetune_seed}, "
+          f"{settings.finetune_lr:g} ({settings.finetune_precision}; inference {settings.inference_precision}), "
+          f"seed {args.finetune_seed}, "
           f"rules {args.rules.name}")
     print(f"{'sequence':<20}" + "".join(f"{name:>12}" for name in names))
     for seq in sequences:

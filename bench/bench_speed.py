@@ -13,8 +13,9 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   321 px: the eager network with ``avg_pool2d`` box means (as before issue 19), with running-sum ones, with BN
   folded into the convolutions, with channels_last weights too, with in-place ReLU/ReLU6 fused into their
   convolutions as oneDNN post-ops (these five run the flip's two passes one after the other), and as prediction runs
-  it: that graph with the two passes at once, each on one of the two threads (:mod:`vsreid.engine.cpu_split`); with
-  ``--compile`` also ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start);
+  it: that graph with the two passes at once, each on one of the two threads (:mod:`vsreid.engine.cpu_split`), and
+  on a CPU with native bfloat16 also under bfloat16 autocast (``inference_precision``); with ``--compile`` also
+  ``torch.compile`` of it (measured, not used: it wins little and takes most of a minute to start);
   then its FLOPs against this machine's fp32 GEMM rate: about the most object-frames/s this network can reach here.
 - One online finetuning step (4 samples of 321 px, AdamW, BN frozen) per finetuning scope: the whole network, all
   but the flow backbone, the heads over both backbones (the samples at once, one per thread, BN inside the
@@ -31,7 +32,7 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
   (321 px crops with the 10 / 30 px bands, finetuning the whole network for 30 steps, BatchNorm unfolded,
   ``avg_pool2d`` box means, one pass at a time, the re-ID's box refinement as before session 34); on a CPU with
-  native bfloat16 also the shipped settings with finetuning in bfloat16.
+  native bfloat16 also the shipped settings with finetuning in bfloat16, and with inference in bfloat16 too.
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
@@ -314,6 +315,9 @@ def bench_network(step: dict, rounds: int, with_compile: bool) -> None:
              "BN folded, channels_last (session 16-25's graph)": lambda: one_at_a_time(unfused),
              "also ReLU/ReLU6 fused into convs (session 26's graph)": lambda: one_at_a_time(graph),
              "inference graph, the flip's passes at once (shipped)": lambda: graph(*crops)}
+    if native_bfloat16("cpu"):
+        bf16 = PatchPredictor(graph.net, flip=True, batch_size=CROPS, precision="bfloat16")
+        sides["that graph under bfloat16 autocast (inference_precision)"] = lambda: bf16(*crops)
     if with_compile:
         compiled = PatchPredictor(torch.compile(inference_graph(net)), flip=True, batch_size=CROPS)
         start = time.perf_counter()
@@ -431,7 +435,7 @@ def bench_predict(rounds: int) -> None:
     before = Segmenter(load_network(WEIGHTS, bands=BEFORE_BANDS),
                        replace(now.settings, propagation=replace(now.settings.propagation, crop_size=CROP),
                                finetune_crop_size=CROP, finetune_steps=30, finetune_scope="all",
-                               finetune_precision="float32"),
+                               finetune_precision="float32", inference_precision="float32"),
                        flow_preset=now.flow_preset)
     results = {}
 
@@ -456,6 +460,10 @@ def bench_predict(rounds: int) -> None:
     if native_bfloat16("cpu") and now.settings.finetune_precision != "bfloat16":
         bf16 = Segmenter(now.net, replace(now.settings, finetune_precision="bfloat16"), flow_preset=now.flow_preset)
         sides["now, finetuning in bfloat16"] = lambda: run(bf16, "now, finetuning in bfloat16")
+    if native_bfloat16("cpu") and now.settings.inference_precision != "bfloat16":
+        both = Segmenter(now.net, replace(now.settings, finetune_precision="bfloat16", inference_precision="bfloat16"),
+                         flow_preset=now.flow_preset)
+        sides["now, finetuning and inference in bfloat16"] = lambda: run(both, "now, finetuning and inference in bf16")
     compare("predict", sides, rounds, unit="s")
     gt = np.stack([read_labels(p) for p in sorted((SAMPLE / "Annotations" / "480p" / SEQ).glob("*.png"))])
     for name, result in results.items():

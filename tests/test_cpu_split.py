@@ -68,6 +68,25 @@ def test_flip_passes_at_once_give_the_single_pass_probabilities(two_threads, mon
     assert np.abs(unflipped - single).max() > 1e-3  # the flip matters, so the comparison above can fail
 
 
+def test_bfloat16_inference_stays_close_to_float32_on_both_split_paths(two_threads, monkeypatch):
+    """``precision="bfloat16"`` runs the network under bfloat16 autocast in each pass (the split's threads too):
+    P(fg) near the float32 one but not equal to it, whichever way the flip's passes run."""
+    rng = np.random.default_rng(1)
+    crops = (rng.uniform(0, 255, (2, SIZE, SIZE, 3)), rng.normal(0, 2, (2, SIZE, SIZE, 2)),
+             rng.uniform(0, 1, (2, SIZE, SIZE)), rng.uniform(0, 40, (2, SIZE, SIZE)))
+    net = load_network(WEIGHTS)
+    exact = PatchPredictor(net, flip=True, batch_size=2)(*crops)
+    split = PatchPredictor(net, flip=True, batch_size=2, precision="bfloat16")(*crops)
+    monkeypatch.setattr(predictor, "split_ways", lambda device, tasks: 1)
+    single = PatchPredictor(net, flip=True, batch_size=2, precision="bfloat16")(*crops)
+    for bf16 in (split, single):
+        assert bf16.dtype == np.float32
+        assert 1e-4 < np.abs(bf16 - exact).mean() < 0.01 and np.abs(bf16 - exact).max() < 0.2
+    np.testing.assert_allclose(split, single, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="inference_precision 'half'"):
+        PatchPredictor(net, precision="half")
+
+
 def test_split_threads_are_reused(two_threads):
     run_split([lambda: 0, lambda: 1], 2)
     pools = dict(cpu_split._pools)

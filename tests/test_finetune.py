@@ -111,6 +111,10 @@ def test_predict_module_refuses_an_unknown_scope_or_precision_when_built():
     with pytest.raises(ValueError, match="finetune_precision 'half'"):
         VSReIDModule(backbone="resnet18", finetune_precision="half")
     assert VSReIDModule(backbone="resnet18", finetune_precision="auto").segment_settings().finetune_precision == "auto"
+    with pytest.raises(ValueError, match="inference_precision 'half'"):
+        VSReIDModule(backbone="resnet18", inference_precision="half")
+    settings = VSReIDModule(backbone="resnet18", inference_precision="bfloat16").segment_settings()
+    assert (settings.inference_precision, settings.finetune_precision) == ("bfloat16", "float32")
 
 
 def _copy_one_sample_after_another(net, batches, steps: int, lr: float, seed: int = 0):
@@ -190,5 +194,7 @@ def test_precision_auto_follows_the_device_and_unknown_ones_are_refused():
     assert resolve_precision("float32", "cpu") == "float32"
     with pytest.raises(ValueError, match="finetune_precision 'fp16'"):
         SegmentSettings(finetune_precision="fp16")
+    with pytest.raises(ValueError, match="inference_precision 'fp16'"):
+        SegmentSettings(inference_precision="fp16")
     with pytest.raises(ValueError, match="finetune_precision 'half'"):
         finetuned_copy(_net(), [_batch()], 1, 1e-3, precision="half")

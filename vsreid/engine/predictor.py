@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vsreid.models.mixed_precision import resolve_precision
 from vsreid.models.mp2s import rgb_to_mp2s
 
 from .cpu_split import run_split, split_ways
@@ -28,15 +29,18 @@ class PatchPredictor:
         batch_size: crops per forward pass (on a single stream, e.g. a GPU, the flipped copies travel in the same
             pass, which then holds twice as many); peak memory grows with it (about 30 MB per crop at 257 x 257 for
             the Lite0 network).
+        precision: the network's arithmetic (:data:`vsreid.models.mixed_precision.PRECISIONS`): ``bfloat16`` runs
+            it under bfloat16 autocast (P(fg) in float32), ``auto`` where the device computes bfloat16 natively.
 
     ``uses_residual``: whether the network reads the warp's photometric residual (``net.uses_residual``; True for a
     module that does not say), so that the propagator computes it only then.
     """
 
-    def __init__(self, net: nn.Module, flip: bool = True, batch_size: int = 4):
+    def __init__(self, net: nn.Module, flip: bool = True, batch_size: int = 4, precision: str = "float32"):
         self.net = net
         self.flip = flip
         self.batch_size = batch_size
+        self.bfloat16 = resolve_precision(precision, self.device, "inference_precision") == "bfloat16"
         self.uses_residual = bool(getattr(net, "uses_residual", True))
 
     @property
@@ -84,4 +88,6 @@ class PatchPredictor:
 
     def _fg(self, image, flow, prior, residual) -> torch.Tensor:
         """P(fg) [n,S,S] of network inputs [n,C,S,S]."""
-        return torch.softmax(self.net(image, flow, prior, residual).float(), dim=1)[:, 1]
+        with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=self.bfloat16):  # per thread
+            logits = self.net(image, flow, prior, residual)
+        return torch.softmax(logits.float(), dim=1)[:, 1]

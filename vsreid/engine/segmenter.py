@@ -34,7 +34,8 @@ class SegmentSettings:
     ``finetune_lr``, ``finetune_crop_size`` (None = the propagation crop size), ``finetune_batch_size``,
     ``finetune_scope`` (see :data:`vsreid.engine.finetune.FINETUNE_SCOPES`), ``finetune_precision`` (see
     :data:`vsreid.models.mixed_precision.PRECISIONS`), ``lovasz_weight``: online finetuning on the first frame;
-    ``recovery``: the re-ID rules (used when a provider is given). The defaults are the paper's where it has one."""
+    ``inference_precision``: arithmetic of the network's forward passes (one of the same PRECISIONS); ``recovery``:
+    the re-ID rules (used when a provider is given). The defaults are the paper's where it has one."""
 
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     flip: bool = True
@@ -46,11 +47,13 @@ class SegmentSettings:
     finetune_scope: str = "all"
     finetune_precision: str = "float32"
     lovasz_weight: float = 0.0
+    inference_precision: str = "float32"
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def __post_init__(self):
         check_scope(self.finetune_scope)
         check_precision(self.finetune_precision)
+        check_precision(self.inference_precision, "inference_precision")
 
 
 def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
@@ -77,7 +80,8 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
         "flip": "flip", "predict_batch_size": "batch_size", "finetune_steps": "finetune_steps",
         "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size",
         "finetune_batch_size": "finetune_batch_size", "finetune_scope": "finetune_scope",
-        "finetune_precision": "finetune_precision", "lovasz_weight": "lovasz_weight"}))
+        "finetune_precision": "finetune_precision", "lovasz_weight": "lovasz_weight",
+        "inference_precision": "inference_precision"}))
 
 
 @dataclass
@@ -113,7 +117,8 @@ def sequence_propagator(net: nn.Module, source: SequenceSource, settings: Segmen
                              precision=settings.finetune_precision)
         release_freed_memory()  # the finetuning threads' autograd buffers
     net = inference_graph(net, in_place=finetuned)  # the finetuned copy is ours: folded without another copy
-    return Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size), settings.propagation)
+    return Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size,
+                                     precision=settings.inference_precision), settings.propagation)
 
 
 def segment_frames(net: nn.Module, source: SequenceSource, first_labels: np.ndarray, object_ids: tuple[int, ...],

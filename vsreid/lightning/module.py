@@ -76,6 +76,7 @@ class VSReIDModule(LightningModule):
             :data:`vsreid.engine.finetune.FINETUNE_SCOPES`).
         finetune_precision: arithmetic of online finetuning: ``float32``, ``bfloat16`` (autocast; depthwise
             convolutions in float32 on the CPU) or ``auto`` (bfloat16 where the device computes it natively).
+        inference_precision: arithmetic of prediction's network passes, the same choices (bfloat16 autocast).
         reid: apply re-ID recovery after the forward pass (``--reid false`` switches it off).
         reid_provider: ``appearance`` (embedded, nothing precomputed) or ``original`` (the original's pickles).
         reid_split: the split the original pickles were made for (their frame counter runs over it).
@@ -135,6 +136,7 @@ class VSReIDModule(LightningModule):
         finetune_batch_size: int | None = None,
         finetune_scope: str | None = None,
         finetune_precision: str | None = None,
+        inference_precision: str | None = None,
         reid: bool = True,
         reid_provider: str = "appearance",
         reid_split: str | None = None,
