@@ -32,7 +32,8 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
   (321 px crops with the 10 / 30 px bands, finetuning the whole network for 30 steps, BatchNorm unfolded,
   ``avg_pool2d`` box means, one pass at a time, the re-ID's box refinement as before session 34); on a CPU with
-  native bfloat16 also the shipped settings with finetuning in bfloat16, and with inference in bfloat16 too.
+  native bfloat16 also the shipped settings in the other precisions (float32; finetuning in bfloat16; finetuning and
+  inference in bfloat16).
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
@@ -74,7 +75,7 @@ from vsreid.models.guided import GuidedFilter
 from vsreid.metrics.measures import jaccard_and_boundary
 from vsreid.models import inference_graph as inference_graph_module
 from vsreid.models.inference_graph import inference_graph
-from vsreid.models.mixed_precision import native_bfloat16
+from vsreid.models.mixed_precision import native_bfloat16, resolve_precision
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "samples"
@@ -456,14 +457,18 @@ def bench_predict(rounds: int) -> None:
     print(f"\nend to end on {SEQ} (40 frames, 1 object; flow {now.flow_preset} computed as it goes; re-ID): "
           f"now {s.propagation.crop_size} px crops, finetuning {s.finetune_steps} steps of scope {s.finetune_scope}; "
           f"before {CROP} px crops, 30 steps of scope all")
+    shipped = tuple(resolve_precision(p, "cpu", name) for p, name in
+                    ((s.finetune_precision, "finetune_precision"), (s.inference_precision, "inference_precision")))
+    print(f"  now: finetuning in {shipped[0]}, inference in {shipped[1]} (recorded {s.finetune_precision} / "
+          f"{s.inference_precision}; native bfloat16 on this CPU: {native_bfloat16('cpu')})")
     sides = {"before issue 19": run_before, "now (shipped settings)": lambda: run(now, "now")}
-    if native_bfloat16("cpu") and now.settings.finetune_precision != "bfloat16":
-        bf16 = Segmenter(now.net, replace(now.settings, finetune_precision="bfloat16"), flow_preset=now.flow_preset)
-        sides["now, finetuning in bfloat16"] = lambda: run(bf16, "now, finetuning in bfloat16")
-    if native_bfloat16("cpu") and now.settings.inference_precision != "bfloat16":
-        both = Segmenter(now.net, replace(now.settings, finetune_precision="bfloat16", inference_precision="bfloat16"),
-                         flow_preset=now.flow_preset)
-        sides["now, finetuning and inference in bfloat16"] = lambda: run(both, "now, finetuning and inference in bf16")
+    variants = {("float32", "float32"): "now, float32", ("bfloat16", "float32"): "now, finetuning in bfloat16",
+                ("bfloat16", "bfloat16"): "now, finetuning and inference in bfloat16"}
+    for (tune, infer), name in variants.items():
+        if native_bfloat16("cpu") and (tune, infer) != shipped:
+            other = Segmenter(now.net, replace(s, finetune_precision=tune, inference_precision=infer),
+                              flow_preset=now.flow_preset)
+            sides[name] = lambda other=other, name=name: run(other, name)
     compare("predict", sides, rounds, unit="s")
     gt = np.stack([read_labels(p) for p in sorted((SAMPLE / "Annotations" / "480p" / SEQ).glob("*.png"))])
     for name, result in results.items():
