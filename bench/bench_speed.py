@@ -27,18 +27,20 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   BN folded with NCHW weights, with channels_last weights, and the shipped net (also ReLU6 fused into the convs).
   Then its box refinement of five frames' correlation peaks as before session 34 (the colour of every variant
   compared, the cell cosine by ``F.cosine_similarity``) and as shipped (colour only where it can change the pick,
-  the cosine as one matrix-vector product; the same boxes).
+  the cosine as one matrix-vector product; the same boxes); and the colour of one frame's refinement variants: each
+  box resized by ``cv2.resize`` (before session 39) against one summed-area table (shipped).
 - End to end: the shipped settings on the bundled car-shadow (40 frames, 1 object; flow computed as it goes,
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
   (321 px crops with the 10 / 30 px bands, finetuning the whole network for 30 steps, BatchNorm unfolded,
-  ``avg_pool2d`` box means, one pass at a time, the re-ID's box refinement as before session 34); on a CPU with
-  native bfloat16 also the shipped settings in the other precisions (float32; finetuning in bfloat16; finetuning and
-  inference in bfloat16).
+  ``avg_pool2d`` box means, one pass at a time, the re-ID's box refinement as before session 34 and its colour
+  resizes box by box); on a CPU with native bfloat16 also the shipped settings in the other precisions (float32;
+  finetuning in bfloat16; finetuning and inference in bfloat16).
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import copy
 import os
 import subprocess
@@ -173,6 +175,33 @@ def broadcast_cell_cosine(reid: AppearanceReID, grids: torch.Tensor, ref) -> np.
     return ((global_sim + cell_sim) / 2).cpu().numpy().astype(np.float64)
 
 
+def boxes_resized_one_by_one(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The re-ID's boxes resized for their colour as before session 39: ``cv2.resize`` (INTER_AREA) of each box,
+    the boxes in a chunk a thread from PARALLEL_BOXES of them."""
+    pixels = appearance._pixel_boxes(np.asarray(boxes), frame.shape[:2])
+    crops = np.zeros((len(boxes), appearance.COLOUR_SIDE, appearance.COLOUR_SIDE, 3), np.uint8)
+
+    def resize(chunk):
+        for m in chunk:
+            x1, y1, x2, y2 = pixels[m]
+            crops[m] = cv2.resize(frame[y1:y2, x1:x2], crops.shape[1:3], interpolation=cv2.INTER_AREA)
+
+    threads = torch.get_num_threads()
+    if threads > 1 and len(boxes) >= appearance.PARALLEL_BOXES:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(resize, np.array_split(np.arange(len(boxes)), threads)))
+    else:
+        resize(range(len(boxes)))
+    return crops
+
+
+@contextmanager
+def colour_before_session_39():
+    """Inside, the re-ID resizes each box for its colour with ``cv2.resize`` (as before session 39)."""
+    with mock.patch.object(appearance, "_resized_boxes", boxes_resized_one_by_one):
+        yield
+
+
 @contextmanager
 def refinement_before_session_34():
     """Inside, the re-ID's box refinement compares the colour of every variant and takes the cell cosine by
@@ -186,10 +215,11 @@ def refinement_before_session_34():
 def before_issue_19():
     """Inside, prediction runs the network as it was before issue 19: eager (BatchNorm unfolded), ``avg_pool2d``
     box means, finetuning with NCHW weights, autograd's dilated-convolution backward, BN layers in the graph and
-    samples one after another, the flip's passes one at a time, the re-ID's refinement as before session 34."""
+    samples one after another, the flip's passes one at a time, the re-ID's refinement as before session 34 and its
+    boxes resized for their colour one by one."""
     with mock.patch.object(segmenter, "inference_graph", lambda net, in_place=False: net), pooled_box_means(), \
             nchw_finetuning(), autograd_dilated_backward(), batchnorm_in_the_graph(), samples_one_after_another(), \
-            one_pass_at_a_time(), refinement_before_session_34():
+            one_pass_at_a_time(), refinement_before_session_34(), colour_before_session_39():
         yield
 
 
@@ -420,13 +450,25 @@ def bench_reid_features(step: dict, rounds: int) -> None:
         return [reid._refine(t, boxes, 0) for t, boxes in peaks.items()]
 
     def refine_before():
-        with refinement_before_session_34():
+        with refinement_before_session_34(), colour_before_session_39():
             return refine()
 
     out = compare(f"re-ID box refinement, 5 frames' peaks ({sum(map(len, peaks.values()))} boxes, 144 variants each)",
                   {"before session 34": refine_before, "shipped: colour where it can change the pick": refine},
                   rounds)
     print(f"  the same boxes picked: {all(np.array_equal(a, b) for a, b in zip(*out.values()))}")
+    frame = reid.source.frame(FRAME)
+    variants = reid._variants(peaks[FRAME]).reshape(-1, 4)
+
+    def one_by_one():
+        return boxes_resized_one_by_one(frame, variants)
+
+    out = compare(f"re-ID colour: {len(variants)} refinement variants of frame {FRAME} resized to "
+                  f"{appearance.COLOUR_SIDE} px", {"cv2.resize box by box (before session 39)": one_by_one,
+                                                   "summed-area table (shipped)":
+                                                   lambda: appearance._resized_boxes(frame, variants)}, rounds)
+    before, now = (v.astype(int) for v in out.values())
+    print(f"  values equal: {np.mean(before == now):.5f}, largest difference {np.abs(before - now).max()}")
 
 
 def bench_predict(rounds: int) -> None:

@@ -938,6 +938,33 @@ def test_appearance_features_run_with_batchnorm_folded_and_unchanged_values():
         torch.testing.assert_close(reid.net(image), _Stride16Features()(image), rtol=0, atol=1e-4)
 
 
+def test_boxes_resized_for_colour_as_cv2_area_resize_does():
+    """The summed-area resize gives cv2.resize's INTER_AREA values within 1 (nearly all equal) on a real frame, for
+    boxes past the frame's edge and fractional ones too; boxes under COLOUR_SIDE pixels are cv2's exactly."""
+    import cv2
+    from vsreid.engine.reid import appearance
+
+    side = appearance.COLOUR_SIDE
+    from pathlib import Path
+
+    from vsreid.data.labels import read_frame
+
+    sample = Path(__file__).resolve().parents[1] / "data" / "samples" / "JPEGImages" / "480p" / "car-shadow"
+    frame = read_frame(sorted(sample.glob("*.jpg"))[0])
+    rng = np.random.default_rng(0)
+    corner = rng.uniform(-30, [frame.shape[1], frame.shape[0]], (300, 2))
+    boxes = np.concatenate([corner, corner + rng.uniform(2, 400, corner.shape)], 1)
+    pixels = appearance._pixel_boxes(boxes, frame.shape[:2])
+    expected = np.stack([cv2.resize(frame[y1:y2, x1:x2], (side, side), interpolation=cv2.INTER_AREA)
+                         for x1, y1, x2, y2 in pixels])
+    resized = appearance._resized_boxes(frame, boxes)
+    small = ((pixels[:, 2:] - pixels[:, :2]) < side).any(axis=1)
+    assert 10 < small.sum() < 290  # both paths taken
+    assert np.array_equal(resized[small], expected[small])
+    difference = np.abs(resized.astype(int) - expected.astype(int))
+    assert difference.max() <= 1 and (difference == 0).mean() > 0.999
+
+
 def test_colour_bins_of_many_boxes_on_threads_equal_one_by_one(monkeypatch):
     import torch
     from vsreid.engine.reid import appearance
