@@ -35,6 +35,7 @@ from vsreid.data.davis import DavisRoot
 from vsreid.data.flow import FlowCache, make_flow_estimator
 from vsreid.data.labels import write_labels
 from vsreid.data.results import ResultsFolder
+from vsreid.engine.finetune import FINETUNE_SCOPES
 from vsreid.engine.propagator import Propagator
 from vsreid.engine.reid import AppearanceReID
 from vsreid.engine.reid.recovery import recover
@@ -71,6 +72,8 @@ def main() -> int:
                         help="samples per finetuning step (default: the shipped weights' recorded 4)")
     parser.add_argument("--finetune-precision", choices=PRECISIONS, default=None,
                         help="arithmetic of online finetuning (default: the shipped weights' recorded one)")
+    parser.add_argument("--finetune-scope", choices=tuple(FINETUNE_SCOPES), default=None,
+                        help="what online finetuning trains (default: the shipped weights' recorded scope)")
     parser.add_argument("--inference-precision", choices=PRECISIONS, default=None,
                         help="arithmetic of the network's forward passes (default: the shipped weights' recorded one)")
     parser.add_argument("--weights", default="lite0", help="shipped weights name or a weights file (default lite0)")
@@ -95,6 +98,8 @@ def main() -> int:
         settings = replace(settings, finetune_lr=args.finetune_lr)
     if args.finetune_precision is not None:
         settings = replace(settings, finetune_precision=args.finetune_precision)
+    if args.finetune_scope is not None:
+        settings = replace(settings, finetune_scope=args.finetune_scope)
     if args.inference_precision is not None:
         settings = replace(settings, inference_precision=args.inference_precision)
     parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig, PropagationConfig), checked before any sequence
@@ -142,7 +147,8 @@ def main() -> int:
     results = {name: evaluate_results(root, args.out / name, sequences=sequences, progress=False) for name in names}
     scores = {name: per_sequence(result) for name, result in results.items()}
     print(f"\nJ&F, finetuning steps {settings.finetune_steps} of {settings.finetune_batch_size} samples at lr "
-          f"{settings.finetune_lr:g} ({settings.finetune_precision}; inference {settings.inference_precision}), "
+          f"{settings.finetune_lr:g} (scope {settings.finetune_scope}, {settings.finetune_precision}; inference "
+          f"{settings.inference_precision}), "
           f"seed {args.finetune_seed}, "
           f"rules {args.rules.name}")
     print(f"{'sequence':<20}" + "".join(f"{name:>12}" for name in names))
