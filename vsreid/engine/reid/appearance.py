@@ -163,7 +163,7 @@ def _area_means(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     ``cv2.resize(..., INTER_AREA)`` shrinks (its values within 1; 99.98% of them equal on DAVIS frames).
 
     From one summed-area table of the boxes' hull: the table is exact at pixel corners and bilinear between them,
-    so each output cell's mean over its fractional source rectangle costs 4 reads whatever the box's size (x3-4
+    so each output cell's mean over its fractional source rectangle costs 4 reads whatever the box's size (x3-5
     cv2's resize of each box on boxes of 86,000 pixels)."""
     left, top = boxes[:, 0].min(), boxes[:, 1].min()
     table = cv2.integral(np.ascontiguousarray(frame[top:boxes[:, 3].max(), left:boxes[:, 2].max()]),
@@ -181,6 +181,7 @@ def _area_means(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     iy, fy = edges(boxes[:, 1], boxes[:, 3], top, rows - 1)
     corner = iy[:, :, None] * cols + ix[:, None, :]  # (M, SIDE+1, SIDE+1) flat index of each edge's cell
     fx, fy = fx[:, None, :, None], fy[:, :, None, None]
+
     def at(offset):  # the table at each edge's cell corner + offset (np.take: x5 fancy indexing)
         return np.take(flat, corner + offset, axis=0)
 
