@@ -40,13 +40,13 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
 from __future__ import annotations
 
 import argparse
-from concurrent.futures import ThreadPoolExecutor
 import copy
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
