@@ -46,7 +46,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import replace
 from pathlib import Path
@@ -175,30 +174,19 @@ def broadcast_cell_cosine(reid: AppearanceReID, grids: torch.Tensor, ref) -> np.
     return ((global_sim + cell_sim) / 2).cpu().numpy().astype(np.float64)
 
 
-def boxes_resized_one_by_one(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """The re-ID's boxes resized for their colour as before session 39: ``cv2.resize`` (INTER_AREA) of each box,
-    the boxes in a chunk a thread from PARALLEL_BOXES of them."""
-    pixels = appearance._pixel_boxes(np.asarray(boxes), frame.shape[:2])
-    crops = np.zeros((len(boxes), appearance.COLOUR_SIDE, appearance.COLOUR_SIDE, 3), np.uint8)
-
-    def resize(chunk):
-        for m in chunk:
-            x1, y1, x2, y2 = pixels[m]
-            crops[m] = cv2.resize(frame[y1:y2, x1:x2], crops.shape[1:3], interpolation=cv2.INTER_AREA)
-
-    threads = torch.get_num_threads()
-    if threads > 1 and len(boxes) >= appearance.PARALLEL_BOXES:
-        with ThreadPoolExecutor(threads) as pool:
-            list(pool.map(resize, np.array_split(np.arange(len(boxes)), threads)))
-    else:
-        resize(range(len(boxes)))
-    return crops
+def area_means_one_by_one(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """The re-ID's pixel boxes (M, 4) resized for their colour as before session 39: ``cv2.resize`` (INTER_AREA)
+    of each box."""
+    side = (appearance.COLOUR_SIDE, appearance.COLOUR_SIDE)
+    return np.stack([cv2.resize(frame[y1:y2, x1:x2], side, interpolation=cv2.INTER_AREA)
+                     for x1, y1, x2, y2 in boxes])
 
 
 @contextmanager
 def colour_before_session_39():
-    """Inside, the re-ID resizes each box for its colour with ``cv2.resize`` (as before session 39)."""
-    with mock.patch.object(appearance, "_resized_boxes", boxes_resized_one_by_one):
+    """Inside, the re-ID resizes each box for its colour with ``cv2.resize`` (as before session 39; the same
+    chunks on torch's threads)."""
+    with mock.patch.object(appearance, "_area_means", area_means_one_by_one):
         yield
 
 
@@ -461,7 +449,8 @@ def bench_reid_features(step: dict, rounds: int) -> None:
     variants = reid._variants(peaks[FRAME]).reshape(-1, 4)
 
     def one_by_one():
-        return boxes_resized_one_by_one(frame, variants)
+        with colour_before_session_39():
+            return appearance._resized_boxes(frame, variants)
 
     out = compare(f"re-ID colour: {len(variants)} refinement variants of frame {FRAME} resized to "
                   f"{appearance.COLOUR_SIDE} px", {"cv2.resize box by box (before session 39)": one_by_one,

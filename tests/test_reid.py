@@ -941,14 +941,13 @@ def test_appearance_features_run_with_batchnorm_folded_and_unchanged_values():
 def test_boxes_resized_for_colour_as_cv2_area_resize_does():
     """The summed-area resize gives cv2.resize's INTER_AREA values within 1 (nearly all equal) on a real frame, for
     boxes past the frame's edge and fractional ones too; boxes under COLOUR_SIDE pixels are cv2's exactly."""
+    from pathlib import Path
+
     import cv2
+    from vsreid.data.labels import read_frame
     from vsreid.engine.reid import appearance
 
     side = appearance.COLOUR_SIDE
-    from pathlib import Path
-
-    from vsreid.data.labels import read_frame
-
     sample = Path(__file__).resolve().parents[1] / "data" / "samples" / "JPEGImages" / "480p" / "car-shadow"
     frame = read_frame(sorted(sample.glob("*.jpg"))[0])
     rng = np.random.default_rng(0)
