@@ -70,6 +70,9 @@ def main() -> int:
                         help="seed of the finetuning samples and dropout (default 0, as predict)")
     parser.add_argument("--finetune-batch-size", type=int, default=None,
                         help="samples per finetuning step (default: the shipped weights' recorded 4)")
+    parser.add_argument("--finetune-crop-size", type=int, default=None,
+                        help="side of the finetuning samples' crops in pixels (default: the shipped weights' recorded "
+                             "one, else the propagation crop size)")
     parser.add_argument("--finetune-precision", choices=PRECISIONS, default=None,
                         help="arithmetic of online finetuning (default: the shipped weights' recorded one)")
     parser.add_argument("--finetune-scope", choices=tuple(FINETUNE_SCOPES), default=None,
@@ -96,6 +99,8 @@ def main() -> int:
         settings = replace(settings, finetune_batch_size=args.finetune_batch_size)
     if args.finetune_lr is not None:
         settings = replace(settings, finetune_lr=args.finetune_lr)
+    if args.finetune_crop_size is not None:
+        settings = replace(settings, finetune_crop_size=args.finetune_crop_size)
     if args.finetune_precision is not None:
         settings = replace(settings, finetune_precision=args.finetune_precision)
     if args.finetune_scope is not None:
@@ -147,7 +152,8 @@ def main() -> int:
     results = {name: evaluate_results(root, args.out / name, sequences=sequences, progress=False) for name in names}
     scores = {name: per_sequence(result) for name, result in results.items()}
     print(f"\nJ&F, finetuning steps {settings.finetune_steps} of {settings.finetune_batch_size} samples at lr "
-          f"{settings.finetune_lr:g} (scope {settings.finetune_scope}, {settings.finetune_precision}; inference "
+          f"{settings.finetune_lr:g} ({settings.finetune_crop_size or settings.propagation.crop_size} px, scope "
+          f"{settings.finetune_scope}, {settings.finetune_precision}; inference "
           f"{settings.inference_precision}), "
           f"seed {args.finetune_seed}, "
           f"rules {args.rules.name}")
