@@ -28,7 +28,7 @@ from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
                                 recover)
 from vsreid.engine.reid.appearance import REFINE_STEPS, _merge_nested
-from vsreid.engine.reid.recovery import FrameViews, _best_candidate, track_jump
+from vsreid.engine.reid.recovery import FrameViews, _best_candidate, share_inside, track_jump
 from vsreid.engine.source import SequenceSource
 from vsreid.engine.state import initial_state
 from vsreid.models import MP2S
@@ -582,6 +582,30 @@ def test_a_failed_repropagation_keeps_the_dropped_mask_it_repeats(tmp_path, box,
     assert log.restored == []
 
 
+@pytest.mark.parametrize("box, confirmed", [((12, 28, 28, 40), True), (OBJ1_AFTER, False)])
+def test_a_candidate_inside_a_kept_mask_confirms_it(tmp_path, box, confirmed):
+    """With confirm_kept, the candidate in frame 4 is not accepted where it lies inside the box of the draft's mask
+    dropped there but kept (the lower part of object 1): the draft's masks of frames 3-5 are put back whole. Elsewhere
+    (OBJ1_AFTER) it is accepted as without the rule."""
+    root = _tiny_root(tmp_path)
+    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
+    source, propagator, state, _ = _start(root)
+    config = RecoveryConfig(distractor_window=2, drift_restore=0.2, require_recurrence=False, max_jump=None,
+                            confirm_kept=0.7)
+    log = recover(propagator, source, state, _ChangedLook(box), config)
+    assert [(r.frame, r.object_index) for r in log.recoveries] == ([] if confirmed else [(4, 0)])
+    if confirmed:
+        assert sorted(log.restored) == [(t, 0) for t in range(LOST_AT, 6)]
+        for t in range(LOST_AT, 6):
+            assert _iou(object_box(state.labels(t) == 1, box_enlargement=0.0), OBJ1_BEFORE) > 0.9, t
+
+
+def test_share_inside():
+    assert share_inside((12, 28, 28, 40), OBJ1_BEFORE) == 1.0
+    assert share_inside((0, 20, 20, 40), OBJ1_BEFORE) == 0.5
+    assert share_inside(OBJ1_AFTER, OBJ1_BEFORE) == 0.0 and share_inside((5, 5, 5, 9), OBJ1_BEFORE) == 0.0
+
+
 # ----------------------------------------------------------------------------- (e) appearance provider
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
@@ -917,11 +941,13 @@ def test_recovery_additions_are_predict_options():
 
     given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
              "reid_max_failures": 2, "reid_max_jump": 3.0, "reid_require_recurrence": False,
-             "reid_skip_failed_chains": 3, "reid_views_from_recoveries": False, "reid_keep_repeated": False}
+             "reid_skip_failed_chains": 3, "reid_views_from_recoveries": False, "reid_keep_repeated": False,
+             "reid_confirm_kept": 0.6}
     recovery = settings_from_arguments(given).recovery
     assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures,
             recovery.max_jump, recovery.require_recurrence, recovery.skip_failed_chains,
-            recovery.views_from_recoveries, recovery.keep_repeated) == (0.5, 0.4, False, 2, 3.0, False, 3, False, False)
+            recovery.views_from_recoveries, recovery.keep_repeated, recovery.confirm_kept) == (
+        0.5, 0.4, False, 2, 3.0, False, 3, False, False, 0.6)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

@@ -75,7 +75,8 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
                                       "reid_require_recurrence": "require_recurrence",
                                       "reid_skip_failed_chains": "skip_failed_chains",
                                       "reid_views_from_recoveries": "views_from_recoveries",
-                                      "reid_keep_repeated": "keep_repeated"}))
+                                      "reid_keep_repeated": "keep_repeated",
+                                      "reid_confirm_kept": "confirm_kept"}))
     return SegmentSettings(propagation, recovery=recovery, **pick({
         "flip": "flip", "predict_batch_size": "batch_size", "finetune_steps": "finetune_steps",
         "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size",

@@ -58,7 +58,11 @@ class RecoveryConfig:
     keep_repeated: a prediction dropped but kept to be put back (``drift_restore``) stays kept when a later
     re-propagation's mask in that frame, in about the same place (box IoU >= REPEAT_IOU), is dropped as well, even
     for good: the later mask repeats the track, and its drop is no evidence against the earlier one (False: the later
-    drop replaces the kept prediction, or forgets it when final, as before session 32; README)."""
+    drop replaces the kept prediction, or forgets it when final, as before session 32; README).
+    confirm_kept: where object i's prediction in frame t was dropped but kept to be put back (``drift_restore``), a
+    candidate box at least this share of which lies inside the kept prediction's box is not accepted: it finds the
+    object where the kept mask already shows it, so it confirms that mask (put back at the end) instead of
+    re-initialising from a box that often covers only a part of the object (None: off)."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -74,6 +78,7 @@ class RecoveryConfig:
     skip_failed_chains: int = 0
     views_from_recoveries: bool = True
     keep_repeated: bool = True
+    confirm_kept: float | None = None
 
 
 @dataclass
@@ -284,11 +289,20 @@ def failed_chain(views: FrameViews, provider: ReIDProvider, t: int, i: int, box,
     return frames
 
 
+def share_inside(box, outer) -> float:
+    """The share of ``box``'s area (x1, y1, x2, y2) that lies inside ``outer``; 0 for an empty box."""
+    w = max(0.0, min(box[2], outer[2]) - max(box[0], outer[0]))
+    h = max(0.0, min(box[3], outer[3]) - max(box[1], outer[1]))
+    area = max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+    return w * h / area if area > 0 else 0.0
+
+
 def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int], cfg: RecoveryConfig,
-                    tried: set | frozenset = frozenset()):
+                    tried: set | frozenset = frozenset(), kept: dict | None = None):
     """The single best acceptable (frame, object, box, score) over all frames and targets, or None; (frame, object)
     pairs in ``tried`` (undone re-identifications) are skipped, and so are candidates that do not recur in a
-    neighbouring frame when ``cfg.require_recurrence`` (:func:`recurs`)."""
+    neighbouring frame when ``cfg.require_recurrence`` (:func:`recurs`) and, with ``cfg.confirm_kept``, candidates
+    inside the box of the prediction ``kept`` for that (frame, object)."""
     best, best_score = None, 0.0
     state, presence = views.state, views.presence
     n = state.num_objects
@@ -303,6 +317,9 @@ def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int
             r = int(np.argmax(c[:, 4]))
             score = float(c[r, 4])
             if score <= best_score or score <= cfg.score_threshold:
+                continue
+            if (cfg.confirm_kept is not None and kept and (t, j) in kept
+                    and share_inside(c[r, :4], kept[t, j].box) >= cfg.confirm_kept):
                 continue
             x1, y1, x2, y2 = c[r, :4].astype(int)
             index_map, robust = views.index_map(t), views.robust(t)
@@ -372,7 +389,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
         failures = dict.fromkeys(targets, 0)
         while cfg.max_rounds is None or len(log.recoveries) < cfg.max_rounds:
             searched = [j for j in targets if cfg.max_failures is None or failures[j] < cfg.max_failures]
-            found = _best_candidate(views, provider, searched, cfg, tried) if searched else None
+            found = _best_candidate(views, provider, searched, cfg, tried, kept) if searched else None
             if found is None:
                 break
             t, j, box, score = found
