@@ -17,7 +17,7 @@ import pytest
 
 from davis_roots import write_davis_root
 from vsreid.cli import main as cli_main
-from vsreid.data.crops import object_box
+from vsreid.data.crops import object_box, share_inside
 from vsreid.data.davis import DavisRoot
 from vsreid.data.errors import DataError
 from vsreid.data.flow import FlowCache, write_flo
@@ -28,7 +28,7 @@ from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
                                 recover)
 from vsreid.engine.reid.appearance import REFINE_STEPS, _merge_nested
-from vsreid.engine.reid.recovery import FrameViews, _best_candidate, share_inside, track_jump
+from vsreid.engine.reid.recovery import FrameViews, _best_candidate, track_jump
 from vsreid.engine.source import SequenceSource
 from vsreid.engine.state import initial_state
 from vsreid.models import MP2S

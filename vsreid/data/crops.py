@@ -90,10 +90,20 @@ def paste_back(patch: np.ndarray, box: Box, out_shape: tuple[int, int], fill=0.0
     return out
 
 
+def box_intersection(a, b) -> float:
+    """Area shared by two boxes (x1, y1, x2, y2) with continuous coordinates (x2 exclusive)."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
 def box_iou(a, b) -> float:
     """Intersection over union of two boxes (x1, y1, x2, y2) with continuous coordinates (x2 exclusive); 0 when
     both are empty."""
-    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - iw * ih
-    return float(iw * ih / union) if union > 0 else 0.0
+    inter = box_intersection(a, b)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def share_inside(box, outer) -> float:
+    """The share of ``box``'s area (x1, y1, x2, y2) that lies inside ``outer``; 0 for an empty box."""
+    area = max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
+    return box_intersection(box, outer) / area if area > 0 else 0.0

@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from vsreid.data.crops import box_iou, boxes_from_labels
+from vsreid.data.crops import box_iou, boxes_from_labels, share_inside
 
 from ..boxes import enclosing_iou
 from ..propagator import Propagator
@@ -287,14 +287,6 @@ def failed_chain(views: FrameViews, provider: ReIDProvider, t: int, i: int, box,
             frames.append(s)
             last, s = best, s + step
     return frames
-
-
-def share_inside(box, outer) -> float:
-    """The share of ``box``'s area (x1, y1, x2, y2) that lies inside ``outer``; 0 for an empty box."""
-    w = max(0.0, min(box[2], outer[2]) - max(box[0], outer[0]))
-    h = max(0.0, min(box[3], outer[3]) - max(box[1], outer[1]))
-    area = max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-    return w * h / area if area > 0 else 0.0
 
 
 def _best_candidate(views: FrameViews, provider: ReIDProvider, targets: list[int], cfg: RecoveryConfig,
