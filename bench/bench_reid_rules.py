@@ -10,7 +10,7 @@ shipped forward pass. Prints J&F per sequence of the draft (without re-ID) and o
 set, with each rule set's re-ID seconds and its accepted recoveries scored as `vsreid evaluate-reid` scores them
 (right ones: box IoU >= 0.5 with the ground truth; precision; recall of lost objects). Each rule set's folder
 OUT/<name> is a results folder of its own (final id maps, reid.json, draft/), so `vsreid evaluate-reid --results
-OUT/<name>` gives its whole breakdown. One forward pass serves all rule sets: this is how the README's re-ID
+OUT/<name>` gives its whole breakdown. One forward pass serves all rule sets: this is how the shipped re-ID
 settings were compared on train data (the selection split of data/DAVIS2016 and the tune composites of
 bench/bench_reid_real.py). Never choose settings on the val subset or the report split.
 """

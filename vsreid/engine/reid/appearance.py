@@ -271,21 +271,22 @@ class AppearanceReID:
             similarity).
         similarity_center, similarity_width: a candidate's score for object i is
             ``sigmoid((similarity - center) / width)`` of its :meth:`similarity` with i's template, so ``center`` maps
-            to the recovery threshold 0.5 (calibration in the README's re-ID section).
+            to the recovery threshold 0.5 (calibration: bench/README.md).
         drift_similarity: :meth:`is_drifted` is true below this similarity.
         view_similarity: :meth:`observe` keeps a tracked box as a view of its object only when it is at least this
-            similar to the object's template (None: ``similarity_center``; 0.75, measured in the README's re-ID
+            similar to the object's template (None: ``similarity_center``; 0.75, measured in bench/README.md's re-ID
             section, keeps fewer views of a look-alike but is not the default).
         refine: each correlation peak's box is refined (:meth:`_refine`) before it becomes a candidate.
         refine_steps: the scale and aspect factors refinement tries (with REFINE_SHIFTS).
         refine_tolerance: refinement keeps the largest variant whose similarity is within this of the best one's
             (0: the most similar). Inside an object similarity hardly changes with the box, so the most similar
-            variant is often a box nested in the object (the default's choice: the README's re-ID section).
+            variant is often a box nested in the object (the default's choice: bench/README.md).
         merge_nested: after refinement, an object's peak box that lies mostly (80% of its area) inside a larger
             refined peak of the same object whose similarity is at most this much lower becomes that larger box
             (:func:`_merge_nested`; None: off, the default): a peak on part of the object otherwise competes with
             the box of the whole object as a candidate of its own, and the part often scores higher. 0.03 raised
-            precision on the real-object composites and cost 1.8 J&F on the synthetic bench (README, session 30).
+            precision on the real-object composites and cost 1.8 J&F on the synthetic bench (bench/README.md,
+            session 30).
         max_memory: views and distractors remembered per object (the oldest are forgotten first).
         cache_frames: frames whose features are kept (LRU; 0.7 MB a 480p frame); candidates are cached for the
             whole sequence.
@@ -472,7 +473,7 @@ class AppearanceReID:
         its variants (the largest within ``refine_tolerance`` of the most similar): scaled, stretched and shifted by
         every combination of ``refine_steps`` and REFINE_SHIFTS. Variants that differ in shift or aspect alone have
         the same area up to float rounding, which (then their order) picks one of them; taking the most similar of
-        them measured worse on the tune composites (the README's re-ID history, session 29). Then, with
+        them measured worse on the tune composites (bench/README.md, session 29). Then, with
         ``merge_nested``, boxes nested in a larger one of them are merged into it (:func:`_merge_nested`).
 
         Colour is compared only where it can change the pick: a variant whose similarity with a perfect colour

@@ -30,7 +30,7 @@ class RecoveryConfig:
     when the provider learns them.
 
     Additions to the original's rules (values chosen on the tune split of ``bench/bench_reid_real.py`` and, for
-    drift_restore, the train selection split; see the README): drift_threshold: with a provider that has
+    drift_restore, the train selection split; bench/README.md): drift_threshold: with a provider that has
     ``is_drifted`` (the embedded one; the original's pickles have not), a prediction whose box is less similar to
     its object than this is dropped as drifted. drift_restore: a dropped prediction at least this similar is only
     dropped for the search: it is put back at the end where re-ID has not found the object in that frame (None, or
@@ -44,7 +44,7 @@ class RecoveryConfig:
     it is undone with everything it propagated and dropped (:func:`track_jump`: centre distance in object sizes;
     None or inf: no test). Dropping first lets a track that passes through frames where the object is hidden end
     there instead of running into the old track. The existing track came from the first frame or from an earlier,
-    better-scored re-identification, so a later one may not contradict it (1.5: chosen on train data, README).
+    better-scored re-identification, so a later one may not contradict it (1.5: chosen on train data, bench/README.md).
     require_recurrence: a candidate is accepted only where it recurs in frame t - 1 or t + 1 (:func:`recurs`): a
     candidate box there in about the same place and size, or the object's own mask mostly inside the box. A real
     object does not flash into a single frame; a correlation peak on the background often does.
@@ -54,11 +54,11 @@ class RecoveryConfig:
     views_from_recoveries: frames near an accepted re-identification show the provider views of the object as well
     as its distractors (False: distractors only; views come from the first frame's track alone). A view taken from a
     look-alike makes the look-alike score higher in the frames around it, where it is accepted again; a view of the
-    right object carries it across changes of appearance (False measured worse on the synthetic bench: README).
+    right object carries it across changes of appearance (False measured worse on the synthetic bench: bench/README.md).
     keep_repeated: a prediction dropped but kept to be put back (``drift_restore``) stays kept when a later
     re-propagation's mask in that frame, in about the same place (box IoU >= REPEAT_IOU), is dropped as well, even
     for good: the later mask repeats the track, and its drop is no evidence against the earlier one (False: the later
-    drop replaces the kept prediction, or forgets it when final, as before session 32; README).
+    drop replaces the kept prediction, or forgets it when final, as before session 32; bench/README.md).
     confirm_kept: where object i's prediction in frame t was dropped but kept to be put back (``drift_restore``), a
     candidate box at least this share of which lies inside the kept prediction's box is not accepted: it finds the
     object where the kept mask already shows it, so it confirms that mask (put back at the end) instead of
