@@ -416,7 +416,8 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
     source, propagator, state, _ = _start(root)
     assert presence(state)[:, 0].all()  # the draft never loses it: without a drift test nothing can be recovered
     provider = _Verifying()
-    log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2))
+    # the recovery's track holds frame 7 alone, so it shows views with views_need_track=1 (not the default 3)
+    log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2, views_need_track=1))
     # dropped from the draft: frames 3-7; re-found in frame 6, propagated back over 5-3 where it is dropped again
     assert sorted(log.drifted) == sorted([(t, 0) for t in range(LOST_AT, 8)] + [(t, 0) for t in range(LOST_AT, 6)])
     assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
@@ -444,6 +445,22 @@ def test_without_views_from_recoveries_a_recovery_teaches_only_distractors(tmp_p
     assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
     assert {(6, 0), (7, 0)} <= set(provider.without_view)
     assert all(t >= 6 for t, _ in provider.without_view) and (0, 0) in provider.observed
+
+
+def test_a_recovery_shows_views_only_where_its_track_holds(tmp_path):
+    """``views_need_track=K``: a re-identification shows the provider views of its object only when K of the frames
+    it re-propagated still hold the object after the drift drops. The recovery in frame 6 keeps one (frame 7; the
+    masks it carried back over frames 5-3 are dropped)."""
+    for need, viewless in ((1, False), (2, True)):
+        root = _tiny_root(tmp_path / str(need))
+        write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
+        source, propagator, state, _ = _start(root)
+        provider = _Verifying()
+        log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2,
+                                                                          views_need_track=need))
+        assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
+        assert set(provider.without_view) == ({(6, 0), (7, 0)} if viewless else set()), need
+        assert {(6, 0), (7, 0)} <= set(provider.observed)  # distractors are taught either way
 
 
 class _LookAlike(_ExtraInFrame4):
@@ -942,12 +959,12 @@ def test_recovery_additions_are_predict_options():
     given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
              "reid_max_failures": 2, "reid_max_jump": 3.0, "reid_require_recurrence": False,
              "reid_skip_failed_chains": 3, "reid_views_from_recoveries": False, "reid_keep_repeated": False,
-             "reid_confirm_kept": 0.6}
+             "reid_confirm_kept": 0.6, "reid_views_need_track": 5}
     recovery = settings_from_arguments(given).recovery
     assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures,
             recovery.max_jump, recovery.require_recurrence, recovery.skip_failed_chains,
-            recovery.views_from_recoveries, recovery.keep_repeated, recovery.confirm_kept) == (
-        0.5, 0.4, False, 2, 3.0, False, 3, False, False, 0.6)
+            recovery.views_from_recoveries, recovery.keep_repeated, recovery.confirm_kept,
+            recovery.views_need_track) == (0.5, 0.4, False, 2, 3.0, False, 3, False, False, 0.6, 5)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

@@ -75,6 +75,7 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
                                       "reid_require_recurrence": "require_recurrence",
                                       "reid_skip_failed_chains": "skip_failed_chains",
                                       "reid_views_from_recoveries": "views_from_recoveries",
+                                      "reid_views_need_track": "views_need_track",
                                       "reid_keep_repeated": "keep_repeated",
                                       "reid_confirm_kept": "confirm_kept"}))
     return SegmentSettings(propagation, recovery=recovery, **pick({

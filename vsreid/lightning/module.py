@@ -84,15 +84,17 @@ class VSReIDModule(LightningModule):
         reid_occlusion_threshold: a candidate overlapping a visible object's box more is rejected (0.3).
         reid_max_rounds: cap on accepted re-identifications per sequence (None = until no candidate qualifies).
         reid_drift_threshold, reid_drift_restore, reid_undo_failed, reid_max_failures, reid_max_jump,
-            reid_require_recurrence, reid_skip_failed_chains, reid_views_from_recoveries, reid_keep_repeated,
-            reid_confirm_kept: the recovery's additions to the original's rules (drift test, putting back dropped
-            predictions re-ID finds nothing for, undoing failed re-initialisations, searching an object no more
-            after that many undone ones, undoing re-identifications whose track jumps from the object's existing
-            one, ``.inf`` switching that off; accepting only candidates that recur in a neighbouring frame; not
-            trying again, in that many frames each way, the candidates that continue an undone one frame by frame;
-            whether a re-identification's frames also teach the provider views of the object; whether a dropped
-            prediction kept to be put back survives a re-propagation's drop in the same place; the share of a
-            candidate inside such a kept prediction's box that confirms the prediction instead of re-initialising); see
+            reid_require_recurrence, reid_skip_failed_chains, reid_views_from_recoveries, reid_views_need_track,
+            reid_keep_repeated, reid_confirm_kept: the recovery's additions to the original's rules (drift test,
+            putting back dropped predictions re-ID finds nothing for, undoing failed re-initialisations, searching an
+            object no more after that many undone ones, undoing re-identifications whose track jumps from the
+            object's existing one, ``.inf`` switching that off; accepting only candidates that recur in a
+            neighbouring frame; not trying again, in that many frames each way, the candidates that continue an
+            undone one frame by frame; whether a re-identification's frames also teach the provider views of the
+            object, and only when that many of its re-propagated frames hold the object after the drift drops;
+            whether a dropped prediction kept to be put back survives a re-propagation's drop in the same place; the
+            share of a candidate inside such a kept prediction's box that confirms the prediction instead of
+            re-initialising); see
             :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
     """
 
@@ -152,6 +154,7 @@ class VSReIDModule(LightningModule):
         reid_require_recurrence: bool | None = None,
         reid_skip_failed_chains: int | None = None,
         reid_views_from_recoveries: bool | None = None,
+        reid_views_need_track: int | None = None,
         reid_keep_repeated: bool | None = None,
         reid_confirm_kept: float | None = None,
     ):
@@ -165,7 +168,8 @@ class VSReIDModule(LightningModule):
                              "split)")
         self.save_hyperparameters()
         weights = read_weights(init_from) if init_from else None
-        if weights is not None:  # what the weights file records fills the arguments not given, so configs say what differs
+        # what the weights file records fills the arguments not given, so configs say what differs
+        if weights is not None:
             for key, value in weights.arguments().items():
                 if key in self.hparams and self.hparams[key] is None:
                     self.hparams[key] = value

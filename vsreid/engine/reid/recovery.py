@@ -55,6 +55,11 @@ class RecoveryConfig:
     as its distractors (False: distractors only; views come from the first frame's track alone). A view taken from a
     look-alike makes the look-alike score higher in the frames around it, where it is accepted again; a view of the
     right object carries it across changes of appearance (False measured worse on the synthetic bench: bench/README.md).
+    views_need_track: a re-identification shows the provider views of its object (``views_from_recoveries``) only
+    when at least this many of the frames it re-propagated still hold the object after the drift drops (0: always,
+    as before session 41): a re-propagation the drift test erases is no evidence that the box was the object, and a
+    view taken from a look-alike lifts the look-alike in the frames around it (3: chosen on train data,
+    bench/README.md).
     keep_repeated: a prediction dropped but kept to be put back (``drift_restore``) stays kept when a later
     re-propagation's mask in that frame, in about the same place (box IoU >= REPEAT_IOU), is dropped as well, even
     for good: the later mask repeats the track, and its drop is no evidence against the earlier one (False: the later
@@ -77,6 +82,7 @@ class RecoveryConfig:
     require_recurrence: bool = True
     skip_failed_chains: int = 0
     views_from_recoveries: bool = True
+    views_need_track: int = 3
     keep_repeated: bool = True
     confirm_kept: float | None = None
 
@@ -363,8 +369,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     lost_ratio = propagator.config.lost_ratio
     max_jump = cfg.max_jump if cfg.max_jump is not None and np.isfinite(cfg.max_jump) else None
     learn = getattr(provider, "observe", None)
-    learn_after = learn if learn is None or cfg.views_from_recoveries else (
-        lambda t, i, box: learn(t, i, box, view=False))
+    learn_distractors = None if learn is None else (lambda t, i, box: learn(t, i, box, view=False))
     if is_drifted is not None:
         drop_drifted(views, is_drifted, range(num_frames), range(n), log, kept, restorable,
                      keep_repeated=cfg.keep_repeated)
@@ -424,8 +429,10 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
                                                      stop if later.size else None, max_jump):
                 undo()
                 continue
-            if learn_after is not None:
-                teach_distractors(views, learn_after, j, t, cfg.distractor_window)
+            if learn is not None:
+                held = np.count_nonzero(views.presence[start + 1:stop, j]) - 1  # re-propagated frames, t aside
+                show_views = cfg.views_from_recoveries and held >= cfg.views_need_track
+                teach_distractors(views, learn if show_views else learn_distractors, j, t, cfg.distractor_window)
             log.recoveries.append(Recovery(t, j, box, score, kind))
     restore_unfound(views, kept, log)
     return log
