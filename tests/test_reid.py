@@ -112,6 +112,14 @@ def _start(root: DavisRoot, predictor=COPY_PRIOR):
     return source, propagator, state, first
 
 
+def _stuck_draft(path):
+    """``_start`` on a tiny root whose backward flow at LOST_AT is zero: the copy-prior draft keeps object 1 where it
+    was instead of losing it, so only a drift test can find it lost. Returns (source, propagator, state)."""
+    root = _tiny_root(path)
+    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
+    return _start(root)[:3]
+
+
 def test_propagation_hands_the_predictor_the_residual_of_its_warp(tmp_path):
     """Warped priors come with the photometric residual of their warp (low on the objects, whose colour the warp
     carries over, high on the background noise); priors a re-identification seeds come with None."""
@@ -410,10 +418,7 @@ def test_a_reinitialisation_that_fails_the_drift_test_is_undone(tmp_path):
 
 
 def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(tmp_path):
-    root = _tiny_root(tmp_path)
-    # zero backward flow at LOST_AT: the copy-prior draft keeps object 1 where it was instead of losing it
-    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
-    source, propagator, state, _ = _start(root)
+    source, propagator, state = _stuck_draft(tmp_path)
     assert presence(state)[:, 0].all()  # the draft never loses it: without a drift test nothing can be recovered
     provider = _Verifying()
     # the recovery's track holds frame 7 alone, so it shows views with views_need_track=1 (not the default 3)
@@ -436,9 +441,7 @@ def test_a_mask_stuck_where_the_object_was_is_dropped_and_the_object_recovered(t
 def test_without_views_from_recoveries_a_recovery_teaches_only_distractors(tmp_path):
     """``views_from_recoveries=False``: the frames near a re-identification are shown to the provider without
     keeping views of the object; the first frame's still are."""
-    root = _tiny_root(tmp_path)
-    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
-    source, propagator, state, _ = _start(root)
+    source, propagator, state = _stuck_draft(tmp_path)
     provider = _Verifying()
     log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2,
                                                                       views_from_recoveries=False))
@@ -452,9 +455,7 @@ def test_a_recovery_shows_views_only_where_its_track_holds(tmp_path):
     it re-propagated still hold the object after the drift drops. The recovery in frame 6 keeps one (frame 7; the
     masks it carried back over frames 5-3 are dropped)."""
     for need, viewless in ((1, False), (2, True)):
-        root = _tiny_root(tmp_path / str(need))
-        write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
-        source, propagator, state, _ = _start(root)
+        source, propagator, state = _stuck_draft(tmp_path / str(need))
         provider = _Verifying()
         log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2,
                                                                           views_need_track=need))
@@ -516,9 +517,7 @@ def test_a_reidentification_is_judged_by_its_track_after_drifted_masks_are_dropp
     frames where it is hidden (3-5), up to frame 3, next to its frame-2 track 2.5 object sizes away. Those masks fail
     the drift test and are dropped before the track test, so the re-identification does not run into the frame-2
     track and is kept. (The draft keeps object 1 where it was, zero backward flow at frame 3: dropped as drifted.)"""
-    root = _tiny_root(tmp_path)
-    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
-    source, propagator, state, _ = _start(root)
+    source, propagator, state = _stuck_draft(tmp_path)
     log = recover(propagator, source, state, _Verifying(), RecoveryConfig(distractor_window=2, max_jump=1.5))
     assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)] and not log.undone
     assert {(t, 0) for t in range(LOST_AT, 6)} <= set(log.drifted)
@@ -535,12 +534,7 @@ class _MildDrift(_Verifying):
 
 
 def test_dropped_masks_that_reid_does_not_replace_are_put_back(tmp_path):
-    def stuck_draft(path):
-        root = _tiny_root(path)
-        write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
-        return _start(root)[:3]
-
-    source, propagator, state = stuck_draft(tmp_path / "restore")
+    source, propagator, state = _stuck_draft(tmp_path / "restore")
     draft = np.stack([state.labels(t) for t in range(state.num_frames)])
     provider = _MildDrift()
     log = recover(propagator, source, state, provider, RecoveryConfig(distractor_window=2, drift_restore=0.2))
@@ -551,7 +545,7 @@ def test_dropped_masks_that_reid_does_not_replace_are_put_back(tmp_path):
         assert (state.labels(t) == 1).any(), t
     assert build_report("seqb", draft, provider, log, [1, 2])["restored"] == [[t, 1] for t in range(LOST_AT, 6)]
     # below the restore level (or without it) a drop is final
-    source, propagator, state = stuck_draft(tmp_path / "final")
+    source, propagator, state = _stuck_draft(tmp_path / "final")
     log = recover(propagator, source, state, _MildDrift(), RecoveryConfig(distractor_window=2, drift_restore=0.1))
     assert log.restored == [] and not (state.labels(LOST_AT) == 1).any()
 
@@ -582,9 +576,7 @@ def test_a_failed_repropagation_keeps_the_dropped_mask_it_repeats(tmp_path, box,
     re-identification in frame 4 propagates into frames 3 and 5, where its masks are dropped for good. Where they lie
     in the draft's place (box IoU >= 0.5), they repeat the draft's track and their drop leaves the draft's masks to be
     put back; elsewhere (OBJ1_AFTER) the draft's masks are forgotten and frames 3 and 5 stay empty."""
-    root = _tiny_root(tmp_path)
-    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
-    source, propagator, state, _ = _start(root)
+    source, propagator, state = _stuck_draft(tmp_path)
     config = RecoveryConfig(distractor_window=2, drift_restore=0.2, require_recurrence=False, max_jump=None)
     log = recover(propagator, source, state, _ChangedLook(box), config)
     assert [(r.frame, r.object_index) for r in log.recoveries] == [(4, 0)]
@@ -604,9 +596,7 @@ def test_a_candidate_inside_a_kept_mask_confirms_it(tmp_path, box, confirmed):
     """With confirm_kept, the candidate in frame 4 is not accepted where it lies inside the box of the draft's mask
     dropped there but kept (the lower part of object 1): the draft's masks of frames 3-5 are put back whole. Elsewhere
     (OBJ1_AFTER) it is accepted as without the rule."""
-    root = _tiny_root(tmp_path)
-    write_flo(root.root / "Flow/480p/seqb" / f"{LOST_AT:05d}.rflo", np.zeros((H, W, 2), np.float32))
-    source, propagator, state, _ = _start(root)
+    source, propagator, state = _stuck_draft(tmp_path)
     config = RecoveryConfig(distractor_window=2, drift_restore=0.2, require_recurrence=False, max_jump=None,
                             confirm_kept=0.7)
     log = recover(propagator, source, state, _ChangedLook(box), config)
