@@ -94,8 +94,7 @@ class VSReIDModule(LightningModule):
             object, and only when that many of its re-propagated frames hold the object after the drift drops;
             whether a dropped prediction kept to be put back survives a re-propagation's drop in the same place; the
             share of a candidate inside such a kept prediction's box that confirms the prediction instead of
-            re-initialising); see
-            :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
+            re-initialising); see :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
     """
 
     def __init__(
