@@ -312,6 +312,35 @@ def test_pasted_donor_moves_with_its_own_flow_and_occludes(tiny_root):
         check_sample(ds[i], 97)
 
 
+def test_object_moved_onto_another_sequence_gets_the_flows_of_the_composite(tiny_root):
+    """With ``p_background`` an object is cut out of its pair by its masks and put, in the same place, over frames of
+    another sequence: inside it the pixels are its own, away from it those of the other sequence, its labels are the
+    object alone, and the flows are computed again on the composite frames (none back to the source when the prior
+    is deformed)."""
+    from vsreid.data.samples import _Pair
+
+    ds = PropagationSamples([(tiny_root, None)], [FlowCache(tiny_root, None)], size=97, samples_per_epoch=20,
+                            p_deform=0.0, augment=False, jitter=0.0, seed=5, p_background=1.0)
+    frames = {seq: np.stack([read_frame(p) for p in tiny_root.frame_paths(seq)]) for seq in ("a", "b")}
+    flows = FlowCache(tiny_root, None)
+    for k, deformed in enumerate((False, True, False)):
+        t = 1 + k
+        pair = _Pair(frames["a"][t], frames["a"][t - 1], tiny_labels(t), tiny_labels(t - 1), flows.backward("a", t),
+                     flows.forward("a", t - 1))
+        out = ds._on_background(pair, 1, "a", np.random.default_rng(k), step=1, gap=1, deformed=deformed)
+        obj, away = interior(tiny_labels(t) == 1, 2), ~cv2.dilate((tiny_labels(t) == 1).astype(np.uint8),
+                                                                     np.ones((7, 7), np.uint8)).astype(bool)
+        assert np.array_equal(out.frame[obj], pair.frame[obj])
+        assert any(np.array_equal(out.frame[away], bg[away]) for bg in frames["b"])
+        assert not any(np.array_equal(out.frame[away], fr[away]) for fr in frames["a"])
+        assert np.array_equal(out.labels, np.where(tiny_labels(t) == 1, 1, 0))
+        assert np.array_equal(out.source_labels, np.where(tiny_labels(t - 1) == 1, 1, 0))
+        assert out.to_source.shape == (H, W, 2) and not np.array_equal(out.to_source, pair.to_source)
+        assert (out.from_source is None) == deformed
+    for i in range(len(ds)):
+        check_sample(ds[i], 97)
+
+
 def test_longer_gaps_chain_the_flows(tiny_root):
     ds = PropagationSamples([(tiny_root, None)], [FlowCache(tiny_root, None)], size=97, samples_per_epoch=60,
                             p_deform=0.0, augment=False, jitter=0.0, seed=3, max_gap=3)

@@ -27,6 +27,10 @@ Sample sources:
   its own flows) is pasted over both frames near the object, in front of it or behind it: frames, labels and both
   flows change where it lands, so the prior is warped, and the residual computed, across a real object that
   occludes or touches the one to segment (the multi-object situations of DAVIS 2017 and re-ID).
+  With probability ``p_background`` the object, cut out of both frames by its masks (edges feathered over about a
+  pixel), is moved as it is onto a frame pair of another training sequence, and both flows are computed again by DIS
+  on the composite frames, as prediction computes them: the object over backgrounds it was never filmed on, so the
+  network cannot learn a sequence's background instead of its object.
 - static frame: one annotated frame, prior = deformed ground truth, zeroed with probability 0.4, flow input zero.
 - first frame (online finetuning): the annotated frames of the sequences to finetune on, prior = deformed ground
   truth. Frame 0 has no backward flow, so its flow input is the negated forward flow ``-(0.flo)``, an approximation
@@ -49,10 +53,12 @@ from .augment import Augmentation, Augmenter, warp, warp_flow
 from .crops import crop_resize, grown_box, object_box
 from .davis import DavisRoot
 from .deform import deform_mask
+from .flow import DEFAULT_PRESET, DISFlow
 from .labels import VOID, read_frame, read_labels
 from .warp import RESIDUAL_REACH, compose_flows, photometric_residual, warp_grid
 
 MAX_ATTEMPTS = 100
+FEATHER_SIGMA = 0.7  # pixels: the blur of an object's mask where it is pasted onto another background
 
 
 class Flows(Protocol):
@@ -236,6 +242,8 @@ class PropagationSamples(_Sampler):
             :func:`vsreid.data.deform.deform_mask`; 0.5 keeps deformed priors unbiased in size, 0 is the original).
         max_gap: video pairs span 1..max_gap frames (uniformly; 1 = neighbouring frames only, the original).
         p_occluder: probability that a video pair gets a pasted donor object (see the module docstring).
+        p_background: probability that a video pair's object is moved onto another sequence's frames, its flows
+            computed again by DIS with ``flow_preset`` (see the module docstring).
         cache_frames, cache_labels: LRU sizes (decoded frames / annotations per root).
     """
 
@@ -244,12 +252,14 @@ class PropagationSamples(_Sampler):
                  samples_per_epoch: int = 10000, p_deform: float = 0.5, p_static: float = 0.0,
                  p_zero_prior: float = 0.4, seed: int = 0, augment: bool | Augmentation = True, jitter: float = 0.2,
                  box_enlargement: float = 0.3, min_area: int = 16, erode_share: float = 0.5, max_gap: int = 1,
-                 p_occluder: float = 0.0, cache_frames: int = 32, cache_labels: int = 128):
+                 p_occluder: float = 0.0, p_background: float = 0.0, flow_preset: str = DEFAULT_PRESET,
+                 cache_frames: int = 32, cache_labels: int = 128):
         super().__init__(size, samples_per_epoch, seed, augment, jitter, box_enlargement, min_area, erode_share)
         if max_gap < 1:
             raise ValueError(f"max_gap must be >= 1, got {max_gap}")
         self.p_deform, self.p_static, self.p_zero_prior, self.max_gap = p_deform, p_static, p_zero_prior, max_gap
-        self.p_occluder = p_occluder
+        self.p_occluder, self.p_background, self.flow_preset = p_occluder, p_background, flow_preset
+        self._dis: DISFlow | None = None  # made where first needed: cv2 objects do not cross to worker processes
         self.stores = [_Frames(r, r.sequences(sequences=list(seqs) if seqs else None), cache_frames, cache_labels)
                        for r, seqs in roots]
         self.flows = [flow(r) for r, _ in roots] if callable(flow) else list(flow)
@@ -298,6 +308,8 @@ class PropagationSamples(_Sampler):
         deformed = rng.random() < self.p_deform
         if not deformed:
             pair.from_source = _chained_flow(toward_target, seq, src, step, gap)
+        if self.p_background and rng.random() < self.p_background:  # no draw at 0: earlier runs' samples stay
+            pair = self._on_background(pair, obj, seq, rng, step, gap, deformed) or pair
         if rng.random() < self.p_occluder:
             pair = self._with_donor(pair, obj, rng, step, gap, deformed) or pair
         mask = pair.labels == obj
@@ -314,6 +326,35 @@ class PropagationSamples(_Sampler):
             prior = grid.pull(pair.source_labels) == obj
             residual = photometric_residual(pair.frame, pair.source_frame, grid)
         return self._render(matrix, rng, pair.frame, pair.labels, obj, prior, pair.to_source, residual)
+
+    def _on_background(self, pair: "_Pair", obj: int, seq: str, rng, step: int, gap: int, deformed: bool
+                       ) -> "_Pair | None":
+        """``pair`` with object ``obj`` moved, in the same place, onto frames t' and t' - gap * step of another
+        training sequence than ``seq`` (resized to the pair's frame size), its labels the object alone and both flows
+        computed again by DIS on the composite frames (the flow back to the source frame only when the prior is
+        warped); None when no other sequence has such frames."""
+        others = [p for p in self.pairs if p[1] != seq]
+        if not others:
+            return None
+        k, bg_seq, fwd, bwd = _pick(rng, others)
+        store = self.stores[k]
+        ts = [t for t in (fwd if step == 1 else bwd) if 0 <= t - gap * step < len(store.annotated[bg_seq])]
+        if not ts:
+            return None
+        t = _pick(rng, ts)
+        h, w = pair.labels.shape
+        frames = []
+        for frame, labels, bg in ((pair.frame, pair.labels, store.frame(bg_seq, t)),
+                                  (pair.source_frame, pair.source_labels, store.frame(bg_seq, t - gap * step))):
+            if bg.shape[:2] != (h, w):
+                bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_AREA)
+            alpha = cv2.GaussianBlur((labels == obj).astype(np.float32), (0, 0), FEATHER_SIGMA)[..., None]
+            frames.append(np.round(alpha * frame + (1 - alpha) * bg).astype(np.uint8))
+        if self._dis is None:
+            self._dis = DISFlow(self.flow_preset)
+        return _Pair(frames[0], frames[1], np.where(pair.labels == obj, obj, 0).astype(np.uint8),
+                     np.where(pair.source_labels == obj, obj, 0).astype(np.uint8), self._dis(frames[0], frames[1]),
+                     None if deformed else self._dis(frames[1], frames[0]))
 
     def _with_donor(self, pair: "_Pair", obj: int, rng, step: int, gap: int, deformed: bool) -> "_Pair | None":
         """``pair`` with a donor object pasted near object ``obj`` in both frames (None when no donor fits): another

@@ -181,7 +181,8 @@ class PretrainDataModule(_SampleDataModule):
         p_deform, p_static, erode_share: sample mix and deformations; jitter, box_enlargement: crop box jitter and
             enlargement per side, as fractions of the box; max_gap: video pairs span up to this many frames;
             p_occluder: share of video pairs with another training object pasted over them, touching or occluding
-            the one to segment (see :class:`vsreid.data.samples.PropagationSamples`).
+            the one to segment; p_background: share of video pairs whose object is moved onto another training
+            sequence's frames, flows computed again (see :class:`vsreid.data.samples.PropagationSamples`).
         augment: the training augmentation's ranges (``--data.init_args.augment.saturation 0.4``, ...; see
             :class:`vsreid.data.augment.Augmentation`); None = its defaults.
         flow_method, flow_preset: flow for missing cache files; flow_cache_dir: keep caches there (read-only roots).
@@ -192,13 +193,14 @@ class PretrainDataModule(_SampleDataModule):
                  val_frame_step: int = 5,
                  crop_size: int = 257, batch_size: int = 8, samples_per_epoch: int = 2000, p_deform: float = 0.5,
                  p_static: float = 0.0, erode_share: float = 0.5, jitter: float = 0.2, box_enlargement: float = 0.3,
-                 max_gap: int = 1, p_occluder: float = 0.0, augment: Augmentation | None = None,
+                 max_gap: int = 1, p_occluder: float = 0.0, p_background: float = 0.0,
+                 augment: Augmentation | None = None,
                  num_workers: int = 2, seed: int = 0,
                  flow_method: str = "dis", flow_preset: str = DEFAULT_PRESET, flow_cache_dir: str | None = None):
         super().__init__(crop_size, batch_size, num_workers, flow_method, flow_preset, flow_cache_dir)
         self.erode_share, self.jitter, self.max_gap = erode_share, jitter, max_gap
         self.box_enlargement = box_enlargement
-        self.p_occluder = p_occluder
+        self.p_occluder, self.p_background = p_occluder, p_background
         self.augment = augment or Augmentation()
         self.train_roots, self.train_split, self.train_sequences = train_roots, train_split, train_sequences
         self.val_root, self.val_split, self.val_sequences = val_root, val_split, val_sequences
@@ -239,7 +241,8 @@ class PretrainDataModule(_SampleDataModule):
                                             p_deform=self.p_deform, p_static=self.p_static,
                                             erode_share=self.erode_share, jitter=self.jitter,
                                             box_enlargement=self.box_enlargement, max_gap=self.max_gap,
-                                            p_occluder=self.p_occluder,
+                                            p_occluder=self.p_occluder, p_background=self.p_background,
+                                            flow_preset=self.flow_preset,
                                             augment=self.augment, seed=self.seed)
         val = self._val()
         self.val_pairs = None
