@@ -343,17 +343,18 @@ class PropagationSamples(_Sampler):
             return None
         t = _pick(rng, ts)
         h, w = pair.labels.shape
+        masks = [pair.labels == obj, pair.source_labels == obj]
         frames = []
-        for frame, labels, bg in ((pair.frame, pair.labels, store.frame(bg_seq, t)),
-                                  (pair.source_frame, pair.source_labels, store.frame(bg_seq, t - gap * step))):
+        for frame, mask, bg in ((pair.frame, masks[0], store.frame(bg_seq, t)),
+                                (pair.source_frame, masks[1], store.frame(bg_seq, t - gap * step))):
             if bg.shape[:2] != (h, w):
                 bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_AREA)
-            alpha = cv2.GaussianBlur((labels == obj).astype(np.float32), (0, 0), FEATHER_SIGMA)[..., None]
+            alpha = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), FEATHER_SIGMA)[..., None]
             frames.append(np.round(alpha * frame + (1 - alpha) * bg).astype(np.uint8))
         if self._dis is None:
             self._dis = DISFlow(self.flow_preset)
-        return _Pair(frames[0], frames[1], np.where(pair.labels == obj, obj, 0).astype(np.uint8),
-                     np.where(pair.source_labels == obj, obj, 0).astype(np.uint8), self._dis(frames[0], frames[1]),
+        labels = [np.where(m, obj, 0).astype(np.uint8) for m in masks]
+        return _Pair(frames[0], frames[1], labels[0], labels[1], self._dis(frames[0], frames[1]),
                      None if deformed else self._dis(frames[1], frames[0]))
 
     def _with_donor(self, pair: "_Pair", obj: int, rng, step: int, gap: int, deformed: bool) -> "_Pair | None":
