@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 import hashlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +88,8 @@ def _gray(rgb: np.ndarray) -> np.ndarray:
 
 
 class DISFlow(FlowEstimator):
-    """OpenCV's DIS optical flow on grayscale frames; ``preset`` trades speed for accuracy."""
+    """OpenCV's DIS optical flow on grayscale frames; ``preset`` trades speed for accuracy. Safe to call from several
+    threads at once: each thread computes with an OpenCV DIS object of its own (one object holds its pyramids)."""
 
     PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
                "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}
@@ -96,10 +98,13 @@ class DISFlow(FlowEstimator):
         if preset not in self.PRESETS:
             raise ValueError(f"unknown DIS preset '{preset}', expected one of {', '.join(self.PRESETS)}")
         self.preset = preset
-        self._dis = cv2.DISOpticalFlow_create(self.PRESETS[preset])
+        self._local = threading.local()
 
     def __call__(self, frame_a: np.ndarray, frame_b: np.ndarray) -> np.ndarray:
-        return self._dis.calc(_gray(frame_a), _gray(frame_b), None)
+        dis = getattr(self._local, "dis", None)
+        if dis is None:
+            dis = self._local.dis = cv2.DISOpticalFlow_create(self.PRESETS[self.preset])
+        return dis.calc(_gray(frame_a), _gray(frame_b), None)
 
 
 class FarnebackFlow(FlowEstimator):
