@@ -3,6 +3,7 @@ the parts of a step at once."""
 from __future__ import annotations
 
 import copy
+import threading
 
 import pytest
 import torch
@@ -198,3 +199,26 @@ def test_precision_auto_follows_the_device_and_unknown_ones_are_refused():
         SegmentSettings(inference_precision="fp16")
     with pytest.raises(ValueError, match="finetune_precision 'half'"):
         finetuned_copy(_net(), [_batch()], 1, 1e-3, precision="half")
+
+
+def test_the_next_batch_is_made_on_another_thread_while_a_step_trains_and_none_beyond_the_last_step():
+    made, threads, second_made = [], set(), threading.Event()
+
+    def endless():
+        k = 0
+        while True:
+            made.append(k)
+            threads.add(threading.current_thread())
+            if k == 1:
+                second_made.set()
+            yield {"k": k}
+            k += 1
+
+    got = []
+    for batch in finetune._made_ahead(endless(), 3):
+        got.append(batch["k"])
+        if batch["k"] == 0:  # batch 1 is made while batch 0 is still in hand
+            assert second_made.wait(10)
+    assert got == [0, 1, 2] and made == [0, 1, 2]
+    assert threading.current_thread() not in threads
+    assert [b["k"] for b in finetune._made_ahead(iter([{"k": 0}, {"k": 1}]), 5)] == [0, 1]

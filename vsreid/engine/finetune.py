@@ -5,6 +5,7 @@ import contextlib
 import copy
 import threading
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -132,6 +133,21 @@ def finetuned_copy(net: nn.Module, batches: Iterable[dict], steps: int, lr: floa
     return tuned.eval().requires_grad_(False)
 
 
+def _made_ahead(batches: Iterable[dict], count: int) -> Iterator[dict]:
+    """The first ``count`` of ``batches``, each next one made on a thread of its own while the caller trains on the
+    current one (sample making is NumPy and OpenCV work, mostly outside the GIL, on cores the step leaves idle)."""
+    source = iter(batches)
+    with ThreadPoolExecutor(1, thread_name_prefix="vsreid-samples") as pool:
+        pending = pool.submit(next, source, None)
+        for made in range(count):
+            batch = pending.result()
+            if batch is None:
+                return
+            if made + 1 < count:
+                pending = pool.submit(next, source, None)
+            yield batch
+
+
 def _train(tuned: nn.Module, batches: Iterable[dict], steps: int, lr: float, lovasz_weight: float, seed: int,
            scope: str, device: torch.device, bfloat16: bool = False) -> None:
     """:func:`finetuned_copy`'s training of ``tuned`` in place (BN frozen; forward passes under bfloat16 autocast
@@ -156,7 +172,7 @@ def _train(tuned: nn.Module, batches: Iterable[dict], steps: int, lr: float, lov
         loss = segmentation_loss(logits.float(), part["target"], lovasz_weight, of_batch)
         return loss.backward() if accumulate else torch.autograd.grad(loss, params, allow_unused=True)
 
-    for _, batch in zip(range(steps), batches):
+    for batch in _made_ahead(batches, steps):
         batch = {k: torch.as_tensor(np.asarray(v)).clone().to(device) for k, v in batch.items()}
         of_batch = (max(1, int((batch["target"] != VOID).sum())), len(batch["target"]))
         parts = [{k: v[start:start + BACKWARD_SAMPLES] for k, v in batch.items()}
