@@ -33,15 +33,17 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   finetuning, forward pass, re-ID) against the same with the settings and network graph of before issue 19
   (321 px crops with the 10 / 30 px bands, finetuning the whole network for 30 steps, BatchNorm unfolded,
   ``avg_pool2d`` box means, one pass at a time, the re-ID's box refinement as before session 34 and its colour
-  resizes box by box); on a CPU with native bfloat16 also the settings the shipped ones were chosen against
-  (:data:`OTHER_SETTINGS`: the whole network finetuned with everything in float32, or everything in bfloat16;
-  session 39's finetuning of all but the flow backbone in bfloat16), those the shipped settings resolve to left out.
+  resizes box by box, each finetuning batch and each flow made when first needed); on a CPU with native bfloat16
+  also the settings the shipped ones were chosen against (:data:`OTHER_SETTINGS`: the whole network finetuned with
+  everything in float32, or everything in bfloat16; session 39's finetuning of all but the flow backbone in
+  bfloat16), those the shipped settings resolve to left out.
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
 import subprocess
 import sys
@@ -165,6 +167,15 @@ def samples_one_after_another():
     return mock.patch.object(finetune, "split_ways", lambda device, tasks: 1)
 
 
+@contextmanager
+def samples_and_flows_when_needed():
+    """Inside, each finetuning batch is made when its step starts and each flow when the forward pass first reads it
+    (as before session 44), not the next batch during a step and the sequence's flows during finetuning."""
+    with mock.patch.object(finetune, "_made_ahead", lambda batches, count: itertools.islice(batches, count)), \
+            mock.patch.object(segmenter, "flows_alongside", lambda source, enabled=True: nullcontext()):
+        yield
+
+
 def one_pass_at_a_time():
     """Inside, the flip's two passes run one after the other on all of torch's threads (as before session 27), not
     at once on a share each (:mod:`vsreid.engine.cpu_split`)."""
@@ -210,10 +221,11 @@ def before_issue_19():
     """Inside, prediction runs the network as it was before issue 19: eager (BatchNorm unfolded), ``avg_pool2d``
     box means, finetuning with NCHW weights, autograd's dilated-convolution backward, BN layers in the graph and
     samples one after another, the flip's passes one at a time, the re-ID's refinement as before session 34 and its
-    boxes resized for their colour one by one."""
+    boxes resized for their colour one by one, each finetuning batch and each flow made when first needed."""
     with mock.patch.object(segmenter, "inference_graph", lambda net, in_place=False: net), pooled_box_means(), \
             nchw_finetuning(), autograd_dilated_backward(), batchnorm_in_the_graph(), samples_one_after_another(), \
-            one_pass_at_a_time(), refinement_before_session_34(), colour_before_session_39():
+            one_pass_at_a_time(), refinement_before_session_34(), colour_before_session_39(), \
+            samples_and_flows_when_needed():
         yield
 
 

@@ -1,6 +1,9 @@
 """Optical flow: .flo files, DIS accuracy on synthetic motion, the Flow/480p cache and the ``vsreid flow`` tool."""
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 
 import cv2
@@ -12,6 +15,8 @@ from vsreid.cli import main
 from vsreid.data.errors import DataError
 from vsreid.data.flow import DISFlow, FarnebackFlow, FlowCache, make_flow_estimator, read_flo, write_flo
 from vsreid.data.labels import write_frame
+from vsreid.engine.segmenter import flows_alongside
+from vsreid.engine.source import SequenceSource
 
 STEP = (2.0, 1.0)  # (dx, dy) px per frame in the synthetic sequences
 SIZE = (96, 128)
@@ -119,6 +124,16 @@ def test_dis_recovers_a_subpixel_translation(preset):
     error = epe(flow, d, interior)
     print(f"DIS {preset} translation {d}: EPE {error:.3f} px")
     assert error < 0.5
+
+
+def test_dis_computes_the_same_flows_from_several_threads_at_once():
+    pairs = [(to_u8(a), to_u8(translate(a, (1.5 * s, -1.0)))) for s, a in ((s, texture(240, 320, seed=s))
+                                                                           for s in range(4))]
+    dis = DISFlow("medium")
+    alone = [dis(a, b) for a, b in pairs]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda pair: dis(*pair), pairs * 3))
+    assert all(np.array_equal(flow, alone[k % 4]) for k, flow in enumerate(together))
 
 
 @pytest.mark.parametrize("preset", ["ultrafast", "fast", "medium"])
@@ -320,3 +335,43 @@ def test_flow_command_reports_a_worker_error_in_one_line(tmp_path, capsys):
     assert main(["flow", "--davis-root", str(tmp_path), "--workers", "2", "--preset", "ultrafast"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == f"vsreid flow: error: {bad}: flow is 4x4, frames are 128x96"
+
+
+class _Recording(DISFlow):
+    """DIS that notes the threads it runs on; its first call sets ``started`` and takes ``delay`` seconds more."""
+
+    def __init__(self, delay: float = 0.0):
+        super().__init__("ultrafast")
+        self.threads, self.started, self.delay = set(), threading.Event(), delay
+
+    def __call__(self, frame_a, frame_b):
+        self.threads.add(threading.current_thread().name)
+        if not self.started.is_set():
+            self.started.set()
+            time.sleep(self.delay)
+        return super().__call__(frame_a, frame_b)
+
+
+def test_flows_alongside_fill_the_cache_on_a_thread_of_their_own(tmp_path):
+    root = make_root(tmp_path, frames=6)
+    dis = _Recording()
+    cache = FlowCache(root, dis)
+    with flows_alongside(SequenceSource(root, "a", cache), enabled=False):
+        pass
+    assert not (root.flow_dir / "a").exists()
+    with flows_alongside(SequenceSource(root, "a", cache)):
+        pass
+    assert all(p.exists() for p in cache.paths("a"))
+    assert dis.threads and all(name.startswith("vsreid-flow") for name in dis.threads)
+    with flows_alongside(SequenceSource(root, "a", FlowCache(root, None))):  # precomputed only: nothing to fill
+        pass
+
+
+def test_flows_alongside_stop_after_the_pair_at_hand_when_the_block_fails(tmp_path):
+    root = make_root(tmp_path, frames=6)
+    dis = _Recording(delay=0.3)
+    with pytest.raises(RuntimeError, match="finetuning failed"):
+        with flows_alongside(SequenceSource(root, "a", FlowCache(root, dis))):
+            assert dis.started.wait(10)
+            raise RuntimeError("finetuning failed")
+    assert flow_files(root.flow_dir / "a") == ["00000.flo", "00001.rflo"]
