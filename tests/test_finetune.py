@@ -118,6 +118,20 @@ def test_predict_module_refuses_an_unknown_scope_or_precision_when_built():
     assert (settings.inference_precision, settings.finetune_precision) == ("bfloat16", "float32")
 
 
+def test_predict_module_takes_the_recorded_lovasz_weight_unless_given(tmp_path):
+    from vsreid.lightning.module import VSReIDModule
+
+    weights = tmp_path / "lite.pt"
+    net = _net()
+    network = {"backbone": "efficientnet_lite0", "output_stride": 16, "aspp_channels": 16, "prior_skip": True,
+               "refine_channels": 8, "refine_residual": True}
+    torch.save({"state_dict": net.state_dict(), "network": network,
+                "predict": {"lovasz_weight": 0.5, "finetune_steps": 3}}, weights)
+    assert VSReIDModule(init_from=str(weights)).segment_settings().lovasz_weight == 0.5
+    assert VSReIDModule(init_from=str(weights), lovasz_weight=0.0).segment_settings().lovasz_weight == 0.0
+    assert VSReIDModule(backbone="resnet18").segment_settings().lovasz_weight == 0.0
+
+
 def _copy_one_sample_after_another(net, batches, steps: int, lr: float, seed: int = 0):
     """The finetuning loop as it was before the parts ran at once: ``nn.Dropout2d`` drawing from the seeded stream,
     BN layers in the graph, gradients accumulated by ``backward`` sample after sample."""

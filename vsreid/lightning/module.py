@@ -57,7 +57,8 @@ class VSReIDModule(LightningModule):
         poly_power: power of the poly schedule ``lr * (1 - step / total) ** power``.
         backbone_lr_scale: learning-rate factor of the image backbone's own layers (all but its prior input
             ``prob_encode``), which start from ImageNet weights (1 = the same rate as the rest).
-        lovasz_weight: weight of the Lovász IoU loss added to the cross-entropy, in training and online finetuning.
+        lovasz_weight: weight of the Lovász IoU loss added to the cross-entropy, in training and online finetuning
+            (None: what ``init_from`` records, else 0).
         freeze_bn: keep BN layers in eval mode with frozen affine parameters (small batches, finetuning).
         ema_decay: keep a moving average of the weights (0 = off) that validation, prediction and export use.
         image_log_every_n_steps: TensorBoard image grid interval during training (0 = never).
@@ -121,7 +122,7 @@ class VSReIDModule(LightningModule):
         weight_decay: float = 1e-4,
         poly_power: float = 0.9,
         backbone_lr_scale: float = 1.0,
-        lovasz_weight: float = 0.0,
+        lovasz_weight: float | None = None,
         freeze_bn: bool = False,
         ema_decay: float = 0.0,
         image_log_every_n_steps: int = 100,
@@ -220,7 +221,7 @@ class VSReIDModule(LightningModule):
     # ------------------------------------------------------------------ training
     def criterion(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """:func:`vsreid.models.losses.segmentation_loss` with this module's ``lovasz_weight``."""
-        return segmentation_loss(logits, target, self.hparams.lovasz_weight)
+        return segmentation_loss(logits, target, self.hparams.lovasz_weight or 0.0)
 
     def _loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["image"], batch["flow"], batch["prior"], batch.get("residual"))
