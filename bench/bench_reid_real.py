@@ -9,8 +9,8 @@ result (with re-ID), and `vsreid evaluate-reid` scores re-ID itself and says why
 recall, precision, re-initialisation IoU).
 
 Tune re-ID with `--split tune`; report with `--split report` (never tune on it). By default the composites are
-predicted WITHOUT online finetuning (`--finetune-steps 0`; the shipped config does 30 steps), so that the bench is
-affordable on a CPU; pass `--finetune-steps 30` to measure the shipped configuration. Targets (report split): gain
+predicted WITHOUT online finetuning (`--finetune-steps 0`; the shipped config does 27 steps), so that the bench is
+affordable on a CPU; pass `--finetune-steps 27` to measure the shipped configuration. Targets (report split): gain
 >= +10 J&F, recall of lost objects >= 0.6, precision of accepted recoveries >= 0.8; the exit code is 0 when all hold.
 """
 from __future__ import annotations
