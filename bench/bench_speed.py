@@ -35,8 +35,7 @@ car-shadow sample (854x480): frames 10 and 11 with DIS flows both ways, and 3 ob
   ``avg_pool2d`` box means, one pass at a time, the re-ID's box refinement as before session 34 and its colour
   resizes box by box, each finetuning batch and each flow made when first needed); on a CPU with native bfloat16
   also the settings the shipped ones were chosen against (:data:`OTHER_SETTINGS`: the whole network finetuned with
-  everything in float32, or everything in bfloat16; session 39's finetuning of all but the flow backbone in
-  bfloat16), those the shipped settings resolve to left out.
+  everything in float32, or everything in bfloat16), those the shipped settings resolve to left out.
 - ``vsreid --help`` wall time in a fresh interpreter (target < 1 s).
 """
 from __future__ import annotations
@@ -89,8 +88,7 @@ BEFORE_BANDS = {"boundary_band": 10, "residual_band": 30}  # the predict bands a
 #: End-to-end sides beside the shipped settings on a CPU with native bfloat16: (finetune_scope, finetune_precision,
 #: inference_precision), the settings the shipped ones were chosen against on the selection split (model card).
 OTHER_SETTINGS = {"whole network, float32": ("all", "float32", "float32"),
-                  "whole network, bfloat16": ("all", "bfloat16", "bfloat16"),
-                  "all but the flow backbone, bfloat16 (session 39)": ("image", "bfloat16", "bfloat16")}
+                  "whole network, bfloat16": ("all", "bfloat16", "bfloat16")}
 SECTIONS = ("box", "warp", "network", "finetune", "reid", "predict", "help")
 
 
