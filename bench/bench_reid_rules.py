@@ -79,6 +79,8 @@ def main() -> int:
                         help="what online finetuning trains (default: the shipped weights' recorded scope)")
     parser.add_argument("--inference-precision", choices=PRECISIONS, default=None,
                         help="arithmetic of the network's forward passes (default: the shipped weights' recorded one)")
+    parser.add_argument("--prior-weight", type=float, default=None,
+                        help="share of the prior mixed into P(fg) (default: the shipped weights' recorded one)")
     parser.add_argument("--weights", default="lite0", help="shipped weights name or a weights file (default lite0)")
     parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_reid_rules")
     parser.add_argument("--flow-dir", type=Path, help="flow cache (default OUT/flow)")
@@ -107,6 +109,8 @@ def main() -> int:
         settings = replace(settings, finetune_scope=args.finetune_scope)
     if args.inference_precision is not None:
         settings = replace(settings, inference_precision=args.inference_precision)
+    if args.prior_weight is not None:
+        settings = replace(settings, prior_weight=args.prior_weight)
     parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig, PropagationConfig), checked before any sequence
     for name, rule_set in rules.items():
         fields = dict(rule_set)
@@ -154,7 +158,7 @@ def main() -> int:
     print(f"\nJ&F, finetuning steps {settings.finetune_steps} of {settings.finetune_batch_size} samples at lr "
           f"{settings.finetune_lr:g} ({settings.finetune_crop_size or settings.propagation.crop_size} px, scope "
           f"{settings.finetune_scope}, {settings.finetune_precision}; inference "
-          f"{settings.inference_precision}), "
+          f"{settings.inference_precision}, prior weight {settings.prior_weight:g}), "
           f"seed {args.finetune_seed}, "
           f"rules {args.rules.name}")
     print(f"{'sequence':<20}" + "".join(f"{name:>12}" for name in names))

@@ -87,6 +87,22 @@ def test_bfloat16_inference_stays_close_to_float32_on_both_split_paths(two_threa
         PatchPredictor(net, precision="half")
 
 
+def test_prior_weight_mixes_the_prior_crop_into_the_probabilities(two_threads):
+    rng = np.random.default_rng(2)
+    crops = (rng.uniform(0, 255, (2, SIZE, SIZE, 3)), rng.normal(0, 2, (2, SIZE, SIZE, 2)),
+             (rng.uniform(0, 1, (2, SIZE, SIZE)) > 0.5).astype(np.float32), rng.uniform(0, 40, (2, SIZE, SIZE)))
+    net = load_network(WEIGHTS)
+    alone = PatchPredictor(net, flip=True, batch_size=2)(*crops)
+    for flip in (True, False):
+        network = PatchPredictor(net, flip=flip, batch_size=2)(*crops)
+        mixed = PatchPredictor(net, flip=flip, batch_size=2, prior_weight=0.2)(*crops)
+        np.testing.assert_allclose(mixed, 0.8 * network + 0.2 * crops[2], rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(PatchPredictor(net, flip=True, batch_size=2, prior_weight=0.0)(*crops), alone)
+    for weight in (1.0, -0.1):
+        with pytest.raises(ValueError, match="prior_weight must be in"):
+            PatchPredictor(net, prior_weight=weight)
+
+
 def test_split_threads_are_reused(two_threads):
     run_split([lambda: 0, lambda: 1], 2)
     pools = dict(cpu_split._pools)

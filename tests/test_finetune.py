@@ -116,6 +116,9 @@ def test_predict_module_refuses_an_unknown_scope_or_precision_when_built():
         VSReIDModule(backbone="resnet18", inference_precision="half")
     settings = VSReIDModule(backbone="resnet18", inference_precision="bfloat16").segment_settings()
     assert (settings.inference_precision, settings.finetune_precision) == ("bfloat16", "float32")
+    with pytest.raises(ValueError, match="prior_weight must be in"):
+        VSReIDModule(backbone="resnet18", prior_weight=1.0)
+    assert VSReIDModule(backbone="resnet18", prior_weight=0.2).segment_settings().prior_weight == 0.2
 
 
 def test_predict_module_takes_the_recorded_lovasz_weight_unless_given(tmp_path):

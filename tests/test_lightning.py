@@ -262,6 +262,14 @@ def test_validation_measures_the_network_as_predict_runs_it(synth):
     assert not np.allclose(pasted_iou(PatchPredictor(module.net, flip=True)(*crops)), expected)
     np.testing.assert_allclose(module._val_iou, expected, atol=1e-6)
 
+    module._val_iou, module._val_baseline = [], []
+    module.hparams.prior_weight = 0.9  # the prior decides almost everywhere
+    with torch.no_grad():
+        module.validation_step(default_collate(items), 0)
+    mixed = pasted_iou(PatchPredictor(module.net, flip=True, prior_weight=0.9)(*crops, residuals))
+    assert not np.allclose(mixed, expected)
+    np.testing.assert_allclose(module._val_iou, mixed, atol=1e-6)
+
 
 def test_backbone_lr_scale_slows_only_the_image_backbones_pretrained_layers():
     from types import SimpleNamespace

@@ -19,6 +19,18 @@ def mirrored(image: torch.Tensor, flow: torch.Tensor, prior: torch.Tensor, resid
             None if residual is None else residual.flip(3))
 
 
+def check_prior_weight(weight: float) -> float:
+    """``weight`` as a float in [0, 1), or a ValueError naming ``prior_weight``."""
+    if not 0.0 <= weight < 1.0:
+        raise ValueError(f"prior_weight must be in [0, 1), got {weight}")
+    return float(weight)
+
+
+def with_prior(fg: torch.Tensor, prior: torch.Tensor, weight: float) -> torch.Tensor:
+    """``(1 - weight) * fg + weight * prior`` for P(fg) and prior crops of one shape ([n, S, S]); ``fg`` itself at 0."""
+    return fg if weight == 0 else (1 - weight) * fg + weight * prior
+
+
 class PatchPredictor:
     """Foreground probabilities for crops of (image, flow, prior, residual).
 
@@ -31,15 +43,20 @@ class PatchPredictor:
             the Lite0 network).
         precision: the network's arithmetic (:data:`vsreid.models.mixed_precision.PRECISIONS`): ``bfloat16`` runs
             it under bfloat16 autocast (P(fg) in float32), ``auto`` where the device computes bfloat16 natively.
+        prior_weight: share of the prior crop in the returned probability, ``(1 - w) * P(fg) + w * prior`` (0 = the
+            network's alone): at the 0.5 threshold the network must be more confident to move the prior's boundary
+            (at 0.2: above 0.625 to add a pixel, below 0.375 to remove one).
 
     ``uses_residual``: whether the network reads the warp's photometric residual (``net.uses_residual``; True for a
     module that does not say), so that the propagator computes it only then.
     """
 
-    def __init__(self, net: nn.Module, flip: bool = True, batch_size: int = 4, precision: str = "float32"):
+    def __init__(self, net: nn.Module, flip: bool = True, batch_size: int = 4, precision: str = "float32",
+                 prior_weight: float = 0.0):
         self.net = net
         self.flip = flip
         self.batch_size = batch_size
+        self.prior_weight = check_prior_weight(prior_weight)
         self.bfloat16 = resolve_precision(precision, self.device, "inference_precision") == "bfloat16"
         self.uses_residual = bool(getattr(net, "uses_residual", True))
 
@@ -51,7 +68,7 @@ class PatchPredictor:
     def __call__(self, images: np.ndarray, flows: np.ndarray, priors: np.ndarray, residuals: np.ndarray | None = None
                  ) -> np.ndarray:
         """images (n, S, S, 3) RGB 0-255, flows (n, S, S, 2) px, priors (n, S, S) in [0, 1], residuals (n, S, S)
-        0-255 or None -> (n, S, S) P(fg)."""
+        0-255 or None -> (n, S, S) P(fg), the prior mixed in by ``prior_weight``."""
         if len(images) == 0:
             return np.zeros((0,) + images.shape[1:3], np.float32)
         was_training = self.net.training
@@ -77,14 +94,14 @@ class PatchPredictor:
             torch.from_numpy(np.ascontiguousarray(residuals, np.float32)).to(dev)[:, None]
         crops = (image, flow, prior, residual)
         if not self.flip:
-            return self._fg(*crops).cpu().numpy()
+            return with_prior(self._fg(*crops), prior[:, 0], self.prior_weight).cpu().numpy()
         flipped = mirrored(*crops)
         if split_ways(dev, 2) == 2:
             fg, fg_flipped = run_split([lambda: self._fg(*crops), lambda: self._fg(*flipped)], 2)
         else:  # one pass of both
             both = self._fg(*(None if a is None else torch.cat([a, b]) for a, b in zip(crops, flipped)))
             fg, fg_flipped = both[:len(image)], both[len(image):]
-        return ((fg + fg_flipped.flip(2)) / 2).cpu().numpy()
+        return with_prior((fg + fg_flipped.flip(2)) / 2, prior[:, 0], self.prior_weight).cpu().numpy()
 
     def _fg(self, image, flow, prior, residual) -> torch.Tensor:
         """P(fg) [n,S,S] of network inputs [n,C,S,S]."""

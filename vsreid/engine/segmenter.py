@@ -21,7 +21,7 @@ from vsreid.models.mixed_precision import check_precision
 
 from .finetune import check_scope, finetuned_copy, first_frame_batches
 from .memory import release_freed_memory
-from .predictor import PatchPredictor
+from .predictor import PatchPredictor, check_prior_weight
 from .propagator import PropagationConfig, Propagator
 from .reid.provider import ReIDProvider
 from .reid.recovery import RecoveryConfig, RecoveryLog, recover
@@ -37,8 +37,10 @@ class SegmentSettings:
     ``finetune_lr``, ``finetune_crop_size`` (None = the propagation crop size), ``finetune_batch_size``,
     ``finetune_scope`` (see :data:`vsreid.engine.finetune.FINETUNE_SCOPES`), ``finetune_precision`` (see
     :data:`vsreid.models.mixed_precision.PRECISIONS`), ``lovasz_weight``: online finetuning on the first frame;
-    ``inference_precision``: arithmetic of the network's forward passes (one of the same PRECISIONS); ``recovery``:
-    the re-ID rules (used when a provider is given). The defaults are the paper's where it has one."""
+    ``inference_precision``: arithmetic of the network's forward passes (one of the same PRECISIONS);
+    ``prior_weight``: share of the prior crop mixed into the network's P(fg) (see
+    :class:`vsreid.engine.predictor.PatchPredictor`); ``recovery``: the re-ID rules (used when a provider is given).
+    The defaults are the paper's where it has one."""
 
     propagation: PropagationConfig = field(default_factory=PropagationConfig)
     flip: bool = True
@@ -51,12 +53,14 @@ class SegmentSettings:
     finetune_precision: str = "float32"
     lovasz_weight: float = 0.0
     inference_precision: str = "float32"
+    prior_weight: float = 0.0
     recovery: RecoveryConfig = field(default_factory=RecoveryConfig)
 
     def __post_init__(self):
         check_scope(self.finetune_scope)
         check_precision(self.finetune_precision)
         check_precision(self.inference_precision, "inference_precision")
+        check_prior_weight(self.prior_weight)
 
 
 def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
@@ -86,7 +90,7 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
         "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size",
         "finetune_batch_size": "finetune_batch_size", "finetune_scope": "finetune_scope",
         "finetune_precision": "finetune_precision", "lovasz_weight": "lovasz_weight",
-        "inference_precision": "inference_precision"}))
+        "inference_precision": "inference_precision", "prior_weight": "prior_weight"}))
 
 
 @dataclass
@@ -123,7 +127,8 @@ def sequence_propagator(net: nn.Module, source: SequenceSource, settings: Segmen
         release_freed_memory()  # the finetuning threads' autograd buffers
     net = inference_graph(net, in_place=finetuned)  # the finetuned copy is ours: folded without another copy
     return Propagator(PatchPredictor(net, flip=settings.flip, batch_size=settings.batch_size,
-                                     precision=settings.inference_precision), settings.propagation)
+                                     precision=settings.inference_precision, prior_weight=settings.prior_weight),
+                      settings.propagation)
 
 
 class _Stopped(Exception):

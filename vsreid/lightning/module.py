@@ -13,7 +13,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from vsreid.data.crops import paste_back
 from vsreid.data.davis import DavisRoot
 from vsreid.data.labels import VOID
-from vsreid.engine.predictor import mirrored
+from vsreid.engine.predictor import mirrored, with_prior
 from vsreid.engine.reid import AppearanceReID, OriginalSearchResults, ReIDProvider
 from vsreid.engine.segmenter import SegmentSettings, segment_sequence, settings_from_arguments
 from vsreid.models.checkpoints import EMA_PREFIX, PREFIX, load_network_weights, network_arguments, read_weights
@@ -78,6 +78,8 @@ class VSReIDModule(LightningModule):
         finetune_precision: arithmetic of online finetuning: ``float32``, ``bfloat16`` (autocast; depthwise
             convolutions in float32 on the CPU) or ``auto`` (bfloat16 where the device computes it natively).
         inference_precision: arithmetic of prediction's network passes, the same choices (bfloat16 autocast).
+        prior_weight: share of the prior crop mixed into the network's P(fg) at predict time and in validation's
+            one-step IoU (0 = the network's alone; see :class:`vsreid.engine.predictor.PatchPredictor`).
         reid: apply re-ID recovery after the forward pass (``--reid false`` switches it off).
         reid_provider: ``appearance`` (embedded, nothing precomputed) or ``original`` (the original's pickles).
         reid_split: the split the original pickles were made for (their frame counter runs over it).
@@ -140,6 +142,7 @@ class VSReIDModule(LightningModule):
         finetune_scope: str | None = None,
         finetune_precision: str | None = None,
         inference_precision: str | None = None,
+        prior_weight: float | None = None,
         reid: bool = True,
         reid_provider: str = "appearance",
         reid_split: str | None = None,
@@ -278,8 +281,8 @@ class VSReIDModule(LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         """One-step propagation from the ground truth: full-frame IoU of the network vs. copying the warped prior.
 
-        Measures the network as ``predict`` runs it: in float32 even under mixed-precision training, and averaged with
-        the mirrored pass when ``flip`` is set.
+        Measures the network as ``predict`` runs it: in float32 even under mixed-precision training, averaged with
+        the mirrored pass when ``flip`` is set, the prior mixed in by ``prior_weight``.
         """
         with torch.autocast(self.device.type, enabled=False):
             loss, logits = self._loss(batch)
@@ -287,6 +290,7 @@ class VSReIDModule(LightningModule):
             if self.segment_settings().flip:
                 flipped = mirrored(batch["image"], batch["flow"], batch["prior"], batch.get("residual"))
                 fg = (fg + torch.softmax(self(*flipped).float(), 1)[:, 1].flip(2)) / 2
+            fg = with_prior(fg, batch["prior"][:, 0].float(), self.segment_settings().prior_weight)
         self.log("val/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
         fg = fg.cpu().numpy()
         for k in range(fg.shape[0]):

@@ -115,7 +115,7 @@ NETWORK_KEYS = FUNCTION_KEYS + ("boundary_band", "residual_band", "residual_thre
 PREDICT_KEYS = ("crop_size", "flip", "box_enlargement", "lost_ratio", "max_flow_error", "refine_iterations",
                 "predict_batch_size", "finetune_steps", "finetune_lr", "finetune_crop_size",
                 "finetune_batch_size", "finetune_scope", "finetune_precision", "lovasz_weight",
-                "inference_precision", "reid",
+                "inference_precision", "prior_weight", "reid",
                 "reid_score_threshold", "reid_occlusion_threshold", "reid_max_rounds", "reid_drift_threshold",
                 "reid_drift_restore", "reid_undo_failed", "reid_max_failures", "reid_max_jump",
                 "reid_require_recurrence", "reid_skip_failed_chains", "reid_views_from_recoveries",
