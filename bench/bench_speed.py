@@ -483,7 +483,8 @@ def bench_predict(rounds: int) -> None:
     before = Segmenter(load_network(WEIGHTS, bands=BEFORE_BANDS),
                        replace(now.settings, propagation=replace(now.settings.propagation, crop_size=CROP),
                                finetune_crop_size=CROP, finetune_steps=30, finetune_scope="all",
-                               finetune_precision="float32", inference_precision="float32"),
+                               finetune_precision="float32", inference_precision="float32", lovasz_weight=0.0,
+                               prior_weight=0.0),
                        flow_preset=now.flow_preset)
     results = {}
 
@@ -503,7 +504,7 @@ def bench_predict(rounds: int) -> None:
     s = now.settings
     print(f"\nend to end on {SEQ} (40 frames, 1 object; flow {now.flow_preset} computed as it goes; re-ID): "
           f"now {s.propagation.crop_size} px crops, finetuning {s.finetune_steps} steps of scope {s.finetune_scope}; "
-          f"before {CROP} px crops, 30 steps of scope all")
+          f"before {CROP} px crops, 30 steps of scope all with cross-entropy alone, P(fg) without the prior mixed in")
     shipped = tuple(resolve_precision(p, "cpu", name) for p, name in
                     ((s.finetune_precision, "finetune_precision"), (s.inference_precision, "inference_precision")))
     print(f"  now: finetuning in {shipped[0]}, inference in {shipped[1]} (recorded {s.finetune_precision} / "
