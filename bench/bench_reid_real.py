@@ -42,7 +42,7 @@ def main() -> int:
     parser.add_argument("--frames", default="50", help="frames per composite, N or A-B in 50-100 (default 50)")
     parser.add_argument("--objects", default="3", help="labelled objects, N or A-B in 2-4 (default 3)")
     parser.add_argument("--finetune-steps", type=int, default=0,
-                        help="online finetuning steps per sequence (default 0; the shipped config does 30)")
+                        help="online finetuning steps per sequence (default 0; the shipped config does 27)")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "davis_lite.yaml",
                         help="predict config to measure (default: the shipped model's)")
     parser.add_argument("--predict-arg", action="append", default=[], metavar="ARG",

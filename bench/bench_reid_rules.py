@@ -63,9 +63,9 @@ def main() -> int:
     parser.add_argument("--rules", type=Path, default=REPO / "bench" / "reid_rules.json",
                         help="JSON file of named rule sets (default bench/reid_rules.json)")
     parser.add_argument("--finetune-steps", type=int, default=None,
-                        help="online finetuning steps (default: the shipped weights' recorded steps, 30)")
+                        help="online finetuning steps (default: the shipped weights' recorded steps, 27)")
     parser.add_argument("--finetune-lr", type=float, default=None,
-                        help="online finetuning learning rate (default: the shipped weights' recorded 1e-4)")
+                        help="online finetuning learning rate (default: the shipped weights' recorded 1.11e-4)")
     parser.add_argument("--finetune-seed", type=int, default=0,
                         help="seed of the finetuning samples and dropout (default 0, as predict)")
     parser.add_argument("--finetune-batch-size", type=int, default=None,

@@ -37,7 +37,7 @@ def main() -> int:
     parser.add_argument("--root", type=Path, default=shared / "davis2016-val-subset")
     parser.add_argument("--out", type=Path, default=REPO / "work_dirs" / "bench_val")
     parser.add_argument("--finetune-steps", type=int, default=None,
-                        help="finetuning steps of the second run (default: the config's, 30 for the shipped model)")
+                        help="finetuning steps of the second run (default: the config's, 27 for the shipped model)")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "davis_lite.yaml",
                         help="predict config to measure (default: the shipped model's)")
     parser.add_argument("--sequences", nargs="+", help="these sequences of --root only (default: all)")
