@@ -93,15 +93,18 @@ class PatchPredictor:
         residual = None if residuals is None else \
             torch.from_numpy(np.ascontiguousarray(residuals, np.float32)).to(dev)[:, None]
         crops = (image, flow, prior, residual)
-        if not self.flip:
-            return with_prior(self._fg(*crops), prior[:, 0], self.prior_weight).cpu().numpy()
+        fg = self._flip_averaged(crops) if self.flip else self._fg(*crops)
+        return with_prior(fg, prior[:, 0], self.prior_weight).cpu().numpy()
+
+    def _flip_averaged(self, crops: tuple) -> torch.Tensor:
+        """P(fg) [n,S,S] of network inputs [n,C,S,S] averaged with the mirrored pass's."""
         flipped = mirrored(*crops)
-        if split_ways(dev, 2) == 2:
+        if split_ways(crops[0].device, 2) == 2:
             fg, fg_flipped = run_split([lambda: self._fg(*crops), lambda: self._fg(*flipped)], 2)
         else:  # one pass of both
             both = self._fg(*(None if a is None else torch.cat([a, b]) for a, b in zip(crops, flipped)))
-            fg, fg_flipped = both[:len(image)], both[len(image):]
-        return with_prior((fg + fg_flipped.flip(2)) / 2, prior[:, 0], self.prior_weight).cpu().numpy()
+            fg, fg_flipped = both[:len(crops[0])], both[len(crops[0]):]
+        return (fg + fg_flipped.flip(2)) / 2
 
     def _fg(self, image, flow, prior, residual) -> torch.Tensor:
         """P(fg) [n,S,S] of network inputs [n,C,S,S]."""

@@ -284,13 +284,14 @@ class VSReIDModule(LightningModule):
         Measures the network as ``predict`` runs it: in float32 even under mixed-precision training, averaged with
         the mirrored pass when ``flip`` is set, the prior mixed in by ``prior_weight``.
         """
+        settings = self.segment_settings()
         with torch.autocast(self.device.type, enabled=False):
             loss, logits = self._loss(batch)
             fg = torch.softmax(logits.float(), 1)[:, 1]
-            if self.segment_settings().flip:
+            if settings.flip:
                 flipped = mirrored(batch["image"], batch["flow"], batch["prior"], batch.get("residual"))
                 fg = (fg + torch.softmax(self(*flipped).float(), 1)[:, 1].flip(2)) / 2
-            fg = with_prior(fg, batch["prior"][:, 0].float(), self.segment_settings().prior_weight)
+            fg = with_prior(fg, batch["prior"][:, 0].float(), settings.prior_weight)
         self.log("val/loss", loss, batch_size=batch["image"].shape[0], sync_dist=True)
         fg = fg.cpu().numpy()
         for k in range(fg.shape[0]):
