@@ -47,6 +47,9 @@ from vsreid.models.mixed_precision import PRECISIONS
 
 REPO = Path(__file__).resolve().parents[1]
 DRAFT = "draft"
+#: Options that replace the recorded :class:`vsreid.engine.segmenter.SegmentSettings` field of their name.
+SETTING_OPTIONS = ("finetune_steps", "finetune_batch_size", "finetune_lr", "finetune_crop_size", "finetune_precision",
+                   "finetune_scope", "inference_precision", "prior_weight")
 
 
 def write_sequence(folder: Path, stems: list[str], labels) -> None:
@@ -94,23 +97,8 @@ def main() -> int:
     root = DavisRoot(args.root)
     sequences = root.sequences(sequences=args.sequences)
     segmenter = Segmenter.from_pretrained(args.weights)
-    settings = segmenter.settings
-    if args.finetune_steps is not None:
-        settings = replace(settings, finetune_steps=args.finetune_steps)
-    if args.finetune_batch_size is not None:
-        settings = replace(settings, finetune_batch_size=args.finetune_batch_size)
-    if args.finetune_lr is not None:
-        settings = replace(settings, finetune_lr=args.finetune_lr)
-    if args.finetune_crop_size is not None:
-        settings = replace(settings, finetune_crop_size=args.finetune_crop_size)
-    if args.finetune_precision is not None:
-        settings = replace(settings, finetune_precision=args.finetune_precision)
-    if args.finetune_scope is not None:
-        settings = replace(settings, finetune_scope=args.finetune_scope)
-    if args.inference_precision is not None:
-        settings = replace(settings, inference_precision=args.inference_precision)
-    if args.prior_weight is not None:
-        settings = replace(settings, prior_weight=args.prior_weight)
+    given = {name: getattr(args, name) for name in SETTING_OPTIONS if getattr(args, name) is not None}
+    settings = replace(segmenter.settings, **given)  # the recorded settings where an option is not given
     parsed = {}  # name -> (AppearanceReID arguments, RecoveryConfig, PropagationConfig), checked before any sequence
     for name, rule_set in rules.items():
         fields = dict(rule_set)
