@@ -44,6 +44,7 @@ SCALES = tuple(float(2 ** (k / 3)) for k in range(-3, 4))  # 0.5 .. 2, adjacent 
 REFINE_STEPS = (0.8, 1.0, 1.25, 1.6)  # a peak's box is refined over these scale and aspect factors (default) ...
 REFINE_SHIFTS = (-0.15, 0.0, 0.15)  # ... and shifts (fractions of its width and height): 144 boxes a peak
 REFINE_TOLERANCE = 0.005  # the largest variant within this similarity of the most similar is kept (default)
+RING = 0.25  # the ring around a box whose colour refinement compares: this fraction of its width / height a side
 COLOUR_SIDE = 24  # boxes are resized to this square before their colour histogram is taken
 COLOUR_BINS = (4, 8, 8)  # Lab histogram bins: L over 0-255, a and b over 64-191 (OpenCV's 8-bit Lab)
 COLOUR_MAX = 1.0  # the colour similarity's largest value (the Bhattacharyya coefficient of identical histograms)
@@ -233,6 +234,23 @@ def _colour_bins(frame: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return (lab[..., 0] * nl // 256 * na + a) * nb + b
 
 
+def _ring_weights(boxes: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The rings around boxes (M, 4) in a frame of ``shape`` (H, W): (M, 4) outer boxes (each box grown by RING of
+    its width and height a side, clipped to the frame) and (M, COLOUR_SIDE^2) weights, 1 on the cells of each outer
+    box resized to COLOUR_SIDE x COLOUR_SIDE whose centre lies outside the box, else 0."""
+    h, w = shape
+    grow = RING * np.stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]] * 2, axis=1) * [-1, -1, 1, 1]
+    outer = np.clip(boxes + grow, 0, [w, h, w, h])
+    centres = (np.arange(COLOUR_SIDE) + 0.5) / COLOUR_SIDE
+
+    def outside(lo, hi):  # (M, SIDE): the cells of the outer box's axis outside the box's [lo, hi)
+        at = outer[:, lo, None] + centres * (outer[:, hi] - outer[:, lo])[:, None]
+        return (at < boxes[:, lo, None]) | (at >= boxes[:, hi, None])
+
+    ring = outside(1, 3)[:, :, None] | outside(0, 2)[:, None, :]
+    return outer, ring.reshape(len(boxes), -1).astype(np.float64)
+
+
 def _merge_nested(boxes: np.ndarray, sims: np.ndarray, tolerance: float, inside: float = 0.8) -> np.ndarray:
     """Boxes (K, 4) with each box that lies mostly (``inside`` of its area) in a larger one of similarity ``sims`` at
     least its own minus ``tolerance`` replaced by the largest such box (duplicates removed, order kept)."""
@@ -287,6 +305,9 @@ class AppearanceReID:
             the box of the whole object as a candidate of its own, and the part often scores higher. 0.03 raised
             precision on the real-object composites and cost 1.8 J&F on the synthetic bench (bench/README.md,
             session 30).
+        ring_weight: refinement lowers each variant's similarity by this times the colour match between the ring
+            around it (RING of its width and height a side) and its object (:meth:`_refine`), so that a box
+            covering part of its object loses to the box of the whole of it (0: off).
         max_memory: views and distractors remembered per object (the oldest are forgotten first).
         cache_frames: frames whose features are kept (LRU; 0.7 MB a 480p frame); candidates are cached for the
             whole sequence.
@@ -302,7 +323,7 @@ class AppearanceReID:
                  view_similarity: float | None = None, refine: bool = True,
                  refine_steps=REFINE_STEPS, refine_tolerance: float = REFINE_TOLERANCE, max_memory: int = 16,
                  cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6,
-                 merge_nested: float | None = None):
+                 merge_nested: float | None = None, ring_weight: float = 0.0):
         self.device = torch.device(device or "cpu")
         def run(net: nn.Module) -> None:
             net(torch.zeros(1, 3, 64, 64))
@@ -317,7 +338,7 @@ class AppearanceReID:
         self.view_similarity = similarity_center if view_similarity is None else view_similarity
         self.refine, self.refine_steps, self.refine_tolerance = refine, tuple(refine_steps), refine_tolerance
         self.cache_frames = cache_frames
-        self.merge_nested = merge_nested
+        self.merge_nested, self.ring_weight = merge_nested, ring_weight
         self.object_cells, self.max_pixels = object_cells, max_pixels
         self.upsample, self.stride = 1.0, float(STRIDE)  # per sequence: see prepare
         self._features: OrderedDict[int, torch.Tensor] = OrderedDict()
@@ -476,9 +497,13 @@ class AppearanceReID:
         them measured worse on the tune composites (bench/README.md, session 29). Then, with
         ``merge_nested``, boxes nested in a larger one of them are merged into it (:func:`_merge_nested`).
 
+        With ``ring_weight`` w, a variant's similarity is lowered by w times the colour match of the ring around it
+        (:meth:`_ring_similarity`): a box that cuts its object has the rest of the object around it.
+
         Colour is compared only where it can change the pick: a variant whose similarity with a perfect colour
-        match stays more than the tolerance below that of its peak's most feature-similar variant is never kept, so
-        its boxes are not resized (the same picks as comparing all of them; 40% fewer resizes on car-shadow)."""
+        match (and no ring penalty) stays more than the tolerance below that of its peak's most feature-similar
+        variant is never kept, so its boxes are not resized (the same picks as comparing all of them; 40% fewer
+        resizes on car-shadow)."""
         if len(boxes) == 0:
             return boxes
         variants = self._variants(boxes)
@@ -488,12 +513,18 @@ class AppearanceReID:
         valid = (width >= 1) & (height >= 1)
         first = np.argmax(np.where(valid, deep, -np.inf), axis=1)  # each peak's most feature-similar variant
         similar = np.full(deep.shape, -np.inf)
-        similar[rows, first] = self._mix(deep[rows, first], self._colour_similarity(t, variants[rows, first], tpl))
-        reach = np.where(valid, self._mix(deep, COLOUR_MAX), -np.inf)
+
+        def compare(at) -> None:  # the similarity of the variants at ``at``, less the ring penalty
+            similar[at] = self._mix(deep[at], self._colour_similarity(t, variants[at], tpl))
+            if self.ring_weight:
+                similar[at] -= self.ring_weight * self._ring_similarity(t, variants[at], tpl)
+
+        compare((rows, first))
+        reach = np.where(valid, self._mix(deep, COLOUR_MAX), -np.inf)  # the ring penalty only lowers it
         needed = (reach >= (similar[rows, first] - self.refine_tolerance)[:, None] - 1e-9) | \
             ~valid.any(axis=1, keepdims=True)
         needed[rows, first] = False  # compared above
-        similar[needed] = self._mix(deep[needed], self._colour_similarity(t, variants[needed], tpl))
+        compare(needed)
         sims = similar.copy()
         sims[~valid] = -1
         if self.refine_tolerance:
@@ -527,6 +558,16 @@ class AppearanceReID:
         """(M,) colour part of :meth:`_match` for boxes (M, 4) in frame t."""
         bins = _colour_bins(self.source.frame(t), boxes)
         return _bhattacharyya(_colour_histograms(bins, ref.colour_weights), ref.colour)
+
+    def _ring_similarity(self, t: int, boxes: np.ndarray, ref: _Template) -> np.ndarray:
+        """(M,) colour match in [0, 1] between the ring around each box (M, 4) in frame t (:func:`_ring_weights`)
+        and appearance ``ref``'s colours: high where the box cuts its object and the rest of it lies around the box,
+        0 where the ring is empty (the box fills the frame)."""
+        outer, weights = _ring_weights(np.asarray(boxes, np.float64), (self.source.height, self.source.width))
+        bins = _colour_bins(self.source.frame(t), outer)
+        size = int(np.prod(COLOUR_BINS))
+        hists = np.stack([np.bincount(row, weights=wt, minlength=size) for row, wt in zip(bins, weights)])
+        return _bhattacharyya(hists / np.maximum(weights.sum(1, keepdims=True), 1e-6), ref.colour)
 
     def _mix(self, deep, colour):
         """The similarity of :meth:`_match` from its feature and colour parts (arrays or scalars)."""
