@@ -563,6 +563,8 @@ class AppearanceReID:
         """(M,) colour match in [0, 1] between the ring around each box (M, 4) in frame t (:func:`_ring_weights`)
         and appearance ``ref``'s colours: high where the box cuts its object and the rest of it lies around the box,
         0 where the ring is empty (the box fills the frame)."""
+        if len(boxes) == 0:
+            return np.zeros(0)
         outer, weights = _ring_weights(np.asarray(boxes, np.float64), (self.source.height, self.source.width))
         bins = _colour_bins(self.source.frame(t), outer)
         size = int(np.prod(COLOUR_BINS))
