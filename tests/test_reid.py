@@ -28,7 +28,7 @@ from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
                                 recover)
 from vsreid.engine.reid.appearance import COLOUR_SIDE, REFINE_STEPS, _merge_nested, _ring_weights
-from vsreid.engine.reid.recovery import FrameViews, _best_candidate, track_jump
+from vsreid.engine.reid.recovery import FrameViews, _best_candidate, restore_spoiled_neighbours, track_jump
 from vsreid.engine.source import SequenceSource
 from vsreid.engine.state import initial_state
 from vsreid.models import MP2S
@@ -902,6 +902,39 @@ def test_ring_penalty_grows_boxes_that_cut_their_object(synthetic):
                     ious[weight].append(_iou(reid._refine(t, part, i)[0], truth))
     assert len(ious[0.0]) >= 10 and np.mean(ious[0.2]) > np.mean(ious[0.0]) + 0.05  # measured 0.652 against 0.528
     assert reids[0.2]._ring_similarity(1, np.zeros((0, 4)), reids[0.2].templates[0]).shape == (0,)
+
+
+def test_recheck_gives_back_the_neighbours_a_round_spoiled():
+    """After a round re-propagates object 0, an object whose mask the round changed and which is now drifted gets
+    its mask from before the round back; a changed one that still shows its object, an unchanged one and object 0
+    itself keep theirs."""
+    first = np.zeros((40, 60), np.uint8)
+    first[5:15, 5:15], first[5:15, 25:35], first[25:35, 25:35] = 1, 2, 3
+    state = initial_state(first, [1, 2, 3], 2)
+    for i in range(3):
+        state.probs.set_plane(1, i, state.probs.plane(0, i))
+    before = {1: state.probs.snapshot(1)}
+    spoiled = np.zeros((40, 60), np.float32)
+    spoiled[5:38, 20:58] = 0.6  # object 1's mask, grown over the frame (below object 2's where they meet)
+    moved = np.zeros((40, 60), np.float32)
+    moved[26:36, 26:36] = 1.0  # object 2's mask, a pixel lower and to the right
+    state.probs.set_plane(1, 1, spoiled)
+    state.probs.set_plane(1, 2, moved)
+    repropagated = np.zeros((40, 60), np.float32)
+    repropagated[6:16, 6:16] = 1.0  # object 0, the one re-propagated
+    state.probs.set_plane(1, 0, repropagated)
+    views = FrameViews(state)
+    drifted = []
+
+    def is_drifted(t, i, box):
+        drifted.append(i)
+        return (box[2] - box[0]) * (box[3] - box[1]) > 400  # a box far larger than any object's
+
+    restore_spoiled_neighbours(views, is_drifted, before, 0)
+    np.testing.assert_array_equal(state.probs.plane(1, 1), state.probs.plane(0, 1))
+    np.testing.assert_array_equal(state.probs.plane(1, 2), moved)
+    np.testing.assert_array_equal(state.probs.plane(1, 0), repropagated)
+    assert sorted(drifted) == [1, 2]
 
 
 def test_merge_nested_replaces_a_box_inside_an_about_as_similar_larger_one():

@@ -66,6 +66,20 @@ class ObjectProbs:
         self._boxes[t] = boxes
         self._patches[t] = [None if p is None else p.copy() for p in patches]
 
+    def differs(self, t: int, i: int, snapshot) -> bool:
+        """Whether P(i) of frame t is no longer the one in ``snapshot`` (from :meth:`snapshot`)."""
+        boxes, patches = snapshot
+        now, was = self._patches[t][i], patches[i]
+        if now is None or was is None:
+            return (now is None) != (was is None)
+        return not (np.array_equal(self._boxes[t, i], boxes[i]) and np.array_equal(now, was))
+
+    def restore_object(self, t: int, i: int, snapshot) -> None:
+        """P(i) of frame t becomes the one in ``snapshot`` (from :meth:`snapshot`); the other objects stay."""
+        boxes, patches = snapshot
+        self._boxes[t, i] = boxes[i]
+        self._patches[t][i] = None if patches[i] is None else patches[i].copy()
+
     def plane(self, t: int, i: int) -> np.ndarray:
         """(H, W) float32 P(i) of frame t."""
         return self.crop(t, i, (0, 0, self.shape[3], self.shape[2]))

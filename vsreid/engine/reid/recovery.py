@@ -67,7 +67,10 @@ class RecoveryConfig:
     confirm_kept: where object i's prediction in frame t was dropped but kept to be put back (``drift_restore``), a
     candidate box at least this share of which lies inside the kept prediction's box is not accepted: it finds the
     object where the kept mask already shows it, so it confirms that mask (put back at the end) instead of
-    re-initialising from a box that often covers only a part of the object (None: off)."""
+    re-initialising from a box that often covers only a part of the object (None: off).
+    recheck_neighbours: after a re-propagation's drift drops, every other object whose prediction it changed in a
+    frame (it re-predicts the objects whose boxes touch the re-identified one's) and which is now drifted gets its
+    prediction from before the round back (:func:`restore_spoiled_neighbours`; measured: bench/README.md)."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -85,6 +88,7 @@ class RecoveryConfig:
     views_need_track: int = 3
     keep_repeated: bool = True
     confirm_kept: float | None = None
+    recheck_neighbours: bool = False
 
 
 @dataclass
@@ -207,6 +211,19 @@ def restore_unfound(views: FrameViews, kept: dict, log: RecoveryLog) -> None:
             state.anchors[t, i] = prediction.anchor
             views.invalidate([t])
             log.restored.append((t, i))
+
+
+def restore_spoiled_neighbours(views: FrameViews, is_drifted, before: dict, j: int) -> None:
+    """Give every object but j its prediction of ``before`` (frame -> :meth:`ObjectProbs.snapshot` taken before a
+    round) back in each frame where the round changed it and it is now drifted: re-propagating j re-predicts the
+    objects whose boxes touch j's (joint argmax), and where j's mask goes astray it can take a neighbour's with it."""
+    state = views.state
+    for f, snapshot in before.items():
+        for k in range(state.num_objects):
+            if k != j and state.probs.differs(f, k, snapshot) and views.presence[f, k] and \
+                    is_drifted(f, k, tuple(views.tight(f)[k])):
+                state.probs.restore_object(f, k, snapshot)
+                views.invalidate([f])
 
 
 def teach_distractors(views: FrameViews, learn, i: int, anchor: int, window: int) -> None:
@@ -396,7 +413,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             stop = t + 1 + int(later[0]) if later.size else num_frames
             changed = range(start + 1, stop)  # the frames this round may write
             saved = {f: (state.probs.snapshot(f), state.anchors[f].copy())
-                     for f in (changed if max_jump is not None else [t])}
+                     for f in (changed if max_jump is not None or cfg.recheck_neighbours else [t])}
             kept_before, drifted_before = dict(kept), len(log.drifted)
 
             def undo():
@@ -425,6 +442,8 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             if is_drifted is not None:
                 drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log, kept,
                              restorable, keep_repeated=cfg.keep_repeated)
+            if cfg.recheck_neighbours and is_drifted is not None:
+                restore_spoiled_neighbours(views, is_drifted, {f: probs for f, (probs, _) in saved.items()}, j)
             if max_jump is not None and breaks_track(views, j, start if earlier.size else None,
                                                      stop if later.size else None, max_jump):
                 undo()
