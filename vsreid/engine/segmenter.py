@@ -84,7 +84,8 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
                                       "reid_views_from_recoveries": "views_from_recoveries",
                                       "reid_views_need_track": "views_need_track",
                                       "reid_keep_repeated": "keep_repeated",
-                                      "reid_confirm_kept": "confirm_kept"}))
+                                      "reid_confirm_kept": "confirm_kept",
+                                      "reid_recheck_neighbours": "recheck_neighbours"}))
     return SegmentSettings(propagation, recovery=recovery, **pick({
         "flip": "flip", "predict_batch_size": "batch_size", "finetune_steps": "finetune_steps",
         "finetune_lr": "finetune_lr", "finetune_crop_size": "finetune_crop_size",

@@ -119,8 +119,8 @@ PREDICT_KEYS = ("crop_size", "flip", "box_enlargement", "lost_ratio", "max_flow_
                 "reid_score_threshold", "reid_occlusion_threshold", "reid_max_rounds", "reid_drift_threshold",
                 "reid_drift_restore", "reid_undo_failed", "reid_max_failures", "reid_max_jump",
                 "reid_require_recurrence", "reid_skip_failed_chains", "reid_views_from_recoveries",
-                "reid_views_need_track", "reid_keep_repeated", "reid_confirm_kept", "flow_preset", "boundary_band",
-                "residual_band", "residual_threshold")
+                "reid_views_need_track", "reid_keep_repeated", "reid_confirm_kept", "reid_recheck_neighbours",
+                "flow_preset", "boundary_band", "residual_band", "residual_threshold")
 BAND_KEYS = ("boundary_band", "residual_band", "residual_threshold")
 
 
