@@ -248,7 +248,7 @@ def _ring_weights(boxes: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray
         return (at < boxes[:, lo, None]) | (at >= boxes[:, hi, None])
 
     ring = outside(1, 3)[:, :, None] | outside(0, 2)[:, None, :]
-    return outer, ring.reshape(len(boxes), -1).astype(np.float64)
+    return outer, ring.reshape(len(boxes), COLOUR_SIDE * COLOUR_SIDE).astype(np.float64)
 
 
 def _merge_nested(boxes: np.ndarray, sims: np.ndarray, tolerance: float, inside: float = 0.8) -> np.ndarray:
@@ -271,11 +271,13 @@ def _bhattacharyya(hists: np.ndarray, ref: np.ndarray) -> np.ndarray:
 
 
 def _colour_histograms(bins: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(M, B) histograms of per-pixel bins (M, P) weighted by (P,), each summing to 1 (0 when the weights are 0)."""
+    """(M, B) histograms of per-pixel bins (M, P) weighted by (P,), or row by row by (M, P), each summing to 1 (0
+    where its weights are 0)."""
     size = int(np.prod(COLOUR_BINS))
-    out = np.stack([np.bincount(row, weights=weights, minlength=size) for row in bins]) if len(bins) else \
+    rows = np.broadcast_to(weights, bins.shape)
+    out = np.stack([np.bincount(row, weights=w, minlength=size) for row, w in zip(bins, rows)]) if len(bins) else \
         np.zeros((0, size))
-    return out / max(float(weights.sum()), 1e-6)
+    return out / np.maximum(np.sum(weights, axis=-1, keepdims=True), 1e-6)
 
 
 class AppearanceReID:
@@ -563,13 +565,9 @@ class AppearanceReID:
         """(M,) colour match in [0, 1] between the ring around each box (M, 4) in frame t (:func:`_ring_weights`)
         and appearance ``ref``'s colours: high where the box cuts its object and the rest of it lies around the box,
         0 where the ring is empty (the box fills the frame)."""
-        if len(boxes) == 0:
-            return np.zeros(0)
-        outer, weights = _ring_weights(np.asarray(boxes, np.float64), (self.source.height, self.source.width))
-        bins = _colour_bins(self.source.frame(t), outer)
-        size = int(np.prod(COLOUR_BINS))
-        hists = np.stack([np.bincount(row, weights=wt, minlength=size) for row, wt in zip(bins, weights)])
-        return _bhattacharyya(hists / np.maximum(weights.sum(1, keepdims=True), 1e-6), ref.colour)
+        outer, weights = _ring_weights(np.asarray(boxes, np.float64).reshape(-1, 4),
+                                       (self.source.height, self.source.width))
+        return _bhattacharyya(_colour_histograms(_colour_bins(self.source.frame(t), outer), weights), ref.colour)
 
     def _mix(self, deep, colour):
         """The similarity of :meth:`_match` from its feature and colour parts (arrays or scalars)."""
