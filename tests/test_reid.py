@@ -1024,13 +1024,13 @@ def test_recovery_additions_are_predict_options():
     given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
              "reid_max_failures": 2, "reid_max_jump": 3.0, "reid_require_recurrence": False,
              "reid_skip_failed_chains": 3, "reid_views_from_recoveries": False, "reid_keep_repeated": False,
-             "reid_confirm_kept": 0.6, "reid_views_need_track": 5, "reid_recheck_neighbours": True}
+             "reid_confirm_kept": 0.6, "reid_views_need_track": 5, "reid_recheck_neighbours": False}
     recovery = settings_from_arguments(given).recovery
     assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures,
             recovery.max_jump, recovery.require_recurrence, recovery.skip_failed_chains,
             recovery.views_from_recoveries, recovery.keep_repeated, recovery.confirm_kept,
             recovery.views_need_track, recovery.recheck_neighbours) == (0.5, 0.4, False, 2, 3.0, False, 3, False, False,
-                                                                        0.6, 5, True)
+                                                                        0.6, 5, False)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

@@ -309,7 +309,8 @@ class AppearanceReID:
             session 30).
         ring_weight: refinement lowers each variant's similarity by this times the colour match between the ring
             around it (RING of its width and height a side) and its object (:meth:`_refine`), so that a box
-            covering part of its object loses to the box of the whole of it (0: off).
+            covering part of its object loses to the box of the whole of it (0: off, as before session 47;
+            0.2 chosen on the tune composites' boxes: bench/README.md).
         max_memory: views and distractors remembered per object (the oldest are forgotten first).
         cache_frames: frames whose features are kept (LRU; 0.7 MB a 480p frame); candidates are cached for the
             whole sequence.
@@ -325,7 +326,7 @@ class AppearanceReID:
                  view_similarity: float | None = None, refine: bool = True,
                  refine_steps=REFINE_STEPS, refine_tolerance: float = REFINE_TOLERANCE, max_memory: int = 16,
                  cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6,
-                 merge_nested: float | None = None, ring_weight: float = 0.0):
+                 merge_nested: float | None = None, ring_weight: float = 0.2):
         self.device = torch.device(device or "cpu")
         def run(net: nn.Module) -> None:
             net(torch.zeros(1, 3, 64, 64))

@@ -70,7 +70,8 @@ class RecoveryConfig:
     re-initialising from a box that often covers only a part of the object (None: off).
     recheck_neighbours: after a re-propagation's drift drops, every other object whose prediction it changed in a
     frame (it re-predicts the objects whose boxes touch the re-identified one's) and which is now drifted gets its
-    prediction from before the round back (:func:`restore_spoiled_neighbours`; measured: bench/README.md)."""
+    prediction from before the round back (:func:`restore_spoiled_neighbours`; False: as before session 47;
+    measured: bench/README.md)."""
 
     score_threshold: float = 0.5
     occlusion_threshold: float = 0.3
@@ -88,7 +89,7 @@ class RecoveryConfig:
     views_need_track: int = 3
     keep_repeated: bool = True
     confirm_kept: float | None = None
-    recheck_neighbours: bool = False
+    recheck_neighbours: bool = True
 
 
 @dataclass
