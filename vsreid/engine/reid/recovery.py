@@ -386,6 +386,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
     kept: dict[tuple[int, int], KeptPrediction] = {}  # dropped predictions to put back where re-ID finds nothing
     lost_ratio = propagator.config.lost_ratio
     max_jump = cfg.max_jump if cfg.max_jump is not None and np.isfinite(cfg.max_jump) else None
+    recheck = cfg.recheck_neighbours and is_drifted is not None  # the recheck needs the drift test
     learn = getattr(provider, "observe", None)
     learn_distractors = None if learn is None else (lambda t, i, box: learn(t, i, box, view=False))
     if is_drifted is not None:
@@ -414,7 +415,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             stop = t + 1 + int(later[0]) if later.size else num_frames
             changed = range(start + 1, stop)  # the frames this round may write
             saved = {f: (state.probs.snapshot(f), state.anchors[f].copy())
-                     for f in (changed if max_jump is not None or cfg.recheck_neighbours else [t])}
+                     for f in (changed if max_jump is not None or recheck else [t])}
             kept_before, drifted_before = dict(kept), len(log.drifted)
 
             def undo():
@@ -443,7 +444,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             if is_drifted is not None:
                 drop_drifted(views, is_drifted, range(start + 1 if earlier.size else 0, stop), [j], log, kept,
                              restorable, keep_repeated=cfg.keep_repeated)
-            if cfg.recheck_neighbours and is_drifted is not None:
+            if recheck:
                 restore_spoiled_neighbours(views, is_drifted, {f: probs for f, (probs, _) in saved.items()}, j)
             if max_jump is not None and breaks_track(views, j, start if earlier.size else None,
                                                      stop if later.size else None, max_jump):
