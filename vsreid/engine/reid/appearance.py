@@ -11,7 +11,8 @@ object's mask (masked-average embedding cosine and cell-by-cell cosine), and the
 Two online refinements serve the recovery loop (:func:`vsreid.engine.reid.recovery.recover`):
 
 - ``is_drifted(t, i, box)``: the propagated mask of object i no longer looks like it (it slid onto an occluder or
-  the background), so the frame is treated as one where i is lost;
+  the background) and no candidate box on about the same place does, so the frame is treated as one where i is
+  lost;
 - ``observe(t, i, box)``: in a frame where i is reliably tracked at ``box``, that view of i is kept next to its
   template (when it is similar enough to it), and the other candidates that would pass as i are remembered as its
   distractors; later, a candidate closer to a distractor than to every view of i scores 0 for i (the
@@ -311,6 +312,10 @@ class AppearanceReID:
             around it (RING of its width and height a side) and its object (:meth:`_refine`), so that a box
             covering part of its object loses to the box of the whole of it (0: off, as before session 47;
             0.2 chosen on the tune composites' boxes: bench/README.md).
+        drift_near: a mask whose box fails the drift test passes it still when a candidate box of its frame that
+            overlaps it by at least this IoU is similar enough (:meth:`is_drifted`; None: off, as before session
+            48): a mask on its object that misses a part of it or takes in some background looks less like it than
+            the object's own box nearby (0.5 chosen on train data: bench/README.md).
         max_memory: views and distractors remembered per object (the oldest are forgotten first).
         cache_frames: frames whose features are kept (LRU; 0.7 MB a 480p frame); candidates are cached for the
             whole sequence.
@@ -326,7 +331,7 @@ class AppearanceReID:
                  view_similarity: float | None = None, refine: bool = True,
                  refine_steps=REFINE_STEPS, refine_tolerance: float = REFINE_TOLERANCE, max_memory: int = 16,
                  cache_frames: int = 64, object_cells: float = 6.0, max_pixels: float = 2e6,
-                 merge_nested: float | None = None, ring_weight: float = 0.2):
+                 merge_nested: float | None = None, ring_weight: float = 0.2, drift_near: float | None = 0.5):
         self.device = torch.device(device or "cpu")
         def run(net: nn.Module) -> None:
             net(torch.zeros(1, 3, 64, 64))
@@ -341,13 +346,13 @@ class AppearanceReID:
         self.view_similarity = similarity_center if view_similarity is None else view_similarity
         self.refine, self.refine_steps, self.refine_tolerance = refine, tuple(refine_steps), refine_tolerance
         self.cache_frames = cache_frames
-        self.merge_nested, self.ring_weight = merge_nested, ring_weight
+        self.merge_nested, self.ring_weight, self.drift_near = merge_nested, ring_weight, drift_near
         self.object_cells, self.max_pixels = object_cells, max_pixels
         self.upsample, self.stride = 1.0, float(STRIDE)  # per sequence: see prepare
         self._features: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._boxes: dict[int, _Boxes] = {}
         self._scores: dict[tuple[int, int], np.ndarray] = {}  # (frame, object) -> scores of the frame's boxes
-        self._last_similarity: tuple = (None, None)  # ((frame, box), similarities): a drift test asks twice
+        self._last_similarity: tuple = (None, None, None)  # ((frame, box), similarities, near): asked twice
         self.source = None
         self.templates: list[_Template] = []
         self.views: list[list[_Template]] = []
@@ -367,7 +372,7 @@ class AppearanceReID:
         self._features.clear()
         self._boxes.clear()
         self._scores.clear()
-        self._last_similarity = (None, None)
+        self._last_similarity = (None, None, None)
         feats = self.frame_features(0)
         self.templates, self.kernels = [], []
         for i, oid in enumerate(object_ids):
@@ -388,12 +393,29 @@ class AppearanceReID:
     # ------------------------------------------------------------------ online refinements (see the module docstring)
     def is_drifted(self, t: int, i: int, box, threshold: float | None = None) -> bool:
         """True when the box (x1, y1, x2, y2) of object i's mask in frame t is less similar to i than ``threshold``
-        (default ``drift_similarity``)."""
+        (default ``drift_similarity``) and, with ``drift_near``, so is every candidate box of frame t that overlaps
+        it by at least that IoU (:meth:`_near_similarity`)."""
         limit = self.drift_similarity if threshold is None else threshold
         key = (t, tuple(float(v) for v in box))
         if self._last_similarity[0] != key:  # the recovery tests one box at two thresholds: described once
-            self._last_similarity = key, self.similarity(t, np.array([box], np.float64))[:, 0]
-        return bool(self._last_similarity[1][i] < limit)
+            self._last_similarity = key, self.similarity(t, np.array([box], np.float64))[:, 0], None
+        _, sims, near = self._last_similarity
+        if sims[i] >= limit or self.drift_near is None:
+            return bool(sims[i] < limit)
+        if near is None:
+            near = self._near_similarity(t, np.asarray(key[1]))
+            self._last_similarity = key, sims, near
+        return bool(max(sims[i], near[i]) < limit)
+
+    def _near_similarity(self, t: int, box: np.ndarray) -> np.ndarray:
+        """(N,) each object's best similarity (:meth:`_match` with its template) among the candidate boxes of frame
+        t that overlap ``box`` (x1, y1, x2, y2) by IoU >= ``drift_near``; 0 where none does."""
+        found = self._frame_boxes(t)
+        overlap = np.array([box_iou(b, box) >= self.drift_near for b in found.boxes], bool)
+        if not overlap.any():
+            return np.zeros(len(self.templates))
+        near = _Boxes(found.boxes[overlap], found.grids[overlap], found.bins[overlap])
+        return np.array([self._match(near, tpl).max() for tpl in self.templates])
 
     def observe(self, t: int, i: int, box, max_iou: float = 0.1, view: bool = True) -> int:
         """Object i is reliably tracked at ``box`` (x1, y1, x2, y2) in frame t: keep that view of i when it matches
