@@ -948,6 +948,16 @@ def test_merge_nested_replaces_a_box_inside_an_about_as_similar_larger_one():
     np.testing.assert_array_equal(_merge_nested(boxes[:0], np.zeros(0), 0.03), boxes[:0])
 
 
+def _well_visible(seq):
+    """(t, i, tight box, taken) for every third frame t from 1 and each object i at least 90% in view there; ``taken``
+    (H, W) bool marks the labelled objects and the look-alike."""
+    for t in range(1, len(seq.labels), 3):
+        for i, obj in enumerate(seq.meta["objects"]):
+            if obj["area"][t] >= 0.9 * obj["full_area"][t]:
+                taken = (seq.labels[t] > 0) | seq.distractor_masks[0, t]
+                yield t, i, object_box(seq.labels[t] == obj["id"], box_enlargement=0.0), taken
+
+
 def test_appearance_reid_judges_drift(synthetic):
     """Ground-truth boxes of well visible objects are never drifted; background boxes of their size always are."""
     root, seq = synthetic
@@ -955,13 +965,9 @@ def test_appearance_reid_judges_drift(synthetic):
     reid = AppearanceReID()
     reid.prepare(_source(root, seq.name), seq.labels[0], [o["id"] for o in objects])
     right, background = [], []
-    for t in range(1, len(seq.labels), 3):
-        for i, obj in enumerate(objects):
-            if obj["area"][t] >= 0.9 * obj["full_area"][t]:
-                x1, y1, x2, y2 = box = object_box(seq.labels[t] == obj["id"], box_enlargement=0.0)
-                right.append(reid.is_drifted(t, i, box))
-                taken = (seq.labels[t] > 0) | seq.distractor_masks[0, t]
-                background += [reid.is_drifted(t, i, b) for b in _background_boxes(taken, x2 - x1, y2 - y1)]
+    for t, i, box, taken in _well_visible(seq):
+        right.append(reid.is_drifted(t, i, box))
+        background += [reid.is_drifted(t, i, b) for b in _background_boxes(taken, box[2] - box[0], box[3] - box[1])]
     assert len(right) >= 10 and len(background) >= 40
     assert not any(right) and all(background)
     assert reid.is_drifted(t, i, box, threshold=1.01) and not reid.is_drifted(t, i, box, threshold=0.0)
@@ -978,17 +984,13 @@ def test_drift_near_passes_a_mask_grown_beyond_its_object_but_not_the_background
     for reid in (plain, near):
         reid.prepare(_source(root, seq.name), seq.labels[0], [o["id"] for o in objects])
     passed, background = [], []
-    for t in range(1, len(seq.labels), 3):
-        for i, obj in enumerate(objects):
-            if obj["area"][t] >= 0.9 * obj["full_area"][t]:
-                x1, y1, x2, y2 = box = object_box(seq.labels[t] == obj["id"], box_enlargement=0.0)
-                grown = (x1, y1, x2 + 0.8 * (x2 - x1), y2)
-                own, wider = plain.similarity(t, np.array([box, grown], np.float64))[i]
-                threshold = (own + wider) / 2
-                assert plain.is_drifted(t, i, grown, threshold)
-                passed.append(not near.is_drifted(t, i, grown, threshold))
-                taken = (seq.labels[t] > 0) | seq.distractor_masks[0, t]
-                background += [near.is_drifted(t, i, b, threshold) for b in _background_boxes(taken, x2 - x1, y2 - y1)]
+    for t, i, (x1, y1, x2, y2), taken in _well_visible(seq):
+        grown = (x1, y1, x2 + 0.8 * (x2 - x1), y2)
+        own, wider = plain.similarity(t, np.array([(x1, y1, x2, y2), grown], np.float64))[i]
+        threshold = (own + wider) / 2
+        assert plain.is_drifted(t, i, grown, threshold)
+        passed.append(not near.is_drifted(t, i, grown, threshold))
+        background += [near.is_drifted(t, i, b, threshold) for b in _background_boxes(taken, x2 - x1, y2 - y1)]
     assert len(passed) >= 10 and np.mean(passed) >= 0.7
     assert len(background) >= 40 and all(background)
 
