@@ -232,6 +232,39 @@ def test_rerun_with_other_settings_recomputes_and_same_settings_skip(case, capfd
     assert json.loads((out / SEQ / ".done").read_text())["settings"] != record["settings"]
 
 
+def test_settings_digest_follows_the_code_defaults(monkeypatch):
+    """Results are finished only for the settings that made them, including those the code's defaults fill in: a
+    release whose recovery rules or embedded re-ID provider default to something else recomputes them."""
+    from dataclasses import dataclass
+    from types import SimpleNamespace
+
+    from vsreid.engine import reid, segmenter
+    from vsreid.lightning.cli import settings_digest
+
+    model = SimpleNamespace(hparams={"reid": True, "finetune_steps": 0})
+    digest = lambda: settings_digest(model, None, None)  # noqa: E731
+    shipped = digest()
+    assert digest() == shipped
+
+    @dataclass
+    class StricterRecovery(segmenter.RecoveryConfig):
+        score_threshold: float = 0.9
+
+    class NearerProvider(reid.AppearanceReID):
+        def __init__(self, drift_near: float | None = 0.7, **kwargs):
+            super().__init__(drift_near=drift_near, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(segmenter, "RecoveryConfig", StricterRecovery)
+        assert digest() != shipped
+    with monkeypatch.context() as patch:
+        patch.setattr(reid, "AppearanceReID", NearerProvider)
+        assert digest() != shipped
+    assert digest() == shipped
+    model.hparams["reid_score_threshold"] = 0.9  # an argument changes it as before
+    assert digest() != shipped
+
+
 def test_orphaned_temporaries_are_removed_and_live_ones_kept(case, capfd):
     root, cfg, out = case
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,

@@ -6,13 +6,16 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 
+from vsreid.engine import reid, segmenter
 from vsreid.models.safe_load import load_checkpoint_file
 from vsreid.resources import config_path, weights_path
 
@@ -91,14 +94,18 @@ class VSReIDCLI(LightningCLI):
 
 def settings_digest(model, datamodule, ckpt_path: str | None, overlays: bool = False) -> str:
     """A digest of what determines a prediction's outputs: the module's arguments (re-ID settings included), the
-    contents of its weights files, the flow settings and whether overlays are written (not where caches or logs
-    go)."""
+    settings they leave to the code's defaults (propagation, finetuning, the recovery's rules and the embedded re-ID
+    provider's arguments, so that results of an older release are not taken for finished), the contents of its
+    weights files, the flow settings and whether overlays are written (not where caches or logs go)."""
     hparams = dict(model.hparams)
     files = {key: _file_digest(weights_path(path)) for key, path in (("init_from", hparams.get("init_from")),
                                                                      ("ckpt", ckpt_path))
              if path and weights_path(path).is_file()}
     data = {k: getattr(datamodule, k, None) for k in ("flow_method", "flow_preset", "full_resolution")}
-    record = {"model": hparams, "files": files, "data": data, "overlays": overlays}
+    defaults = {"settings": asdict(segmenter.settings_from_arguments(hparams)),
+                "provider": {name: parameter.default for name, parameter
+                             in inspect.signature(reid.AppearanceReID).parameters.items()}}
+    record = {"model": hparams, "defaults": defaults, "files": files, "data": data, "overlays": overlays}
     return hashlib.sha256(json.dumps(record, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
