@@ -11,6 +11,7 @@ import csv
 import json
 import pickle
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -28,7 +29,8 @@ from vsreid.engine.propagator import PropagationConfig, Propagator
 from vsreid.engine.reid import (AppearanceReID, OriginalSearchResults, RecoveryConfig, build_report, presence,
                                 recover)
 from vsreid.engine.reid.appearance import COLOUR_SIDE, REFINE_STEPS, _merge_nested, _ring_weights
-from vsreid.engine.reid.recovery import FrameViews, _best_candidate, restore_spoiled_neighbours, track_jump
+from vsreid.engine.reid.recovery import (FrameViews, _best_candidate, breaks_track, restore_spoiled_neighbours,
+                                        track_jump)
 from vsreid.engine.source import SequenceSource
 from vsreid.engine.state import initial_state
 from vsreid.models import MP2S
@@ -510,6 +512,29 @@ def test_a_reidentification_that_jumps_from_the_objects_track_is_undone(tmp_path
         assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0), (4, 0)]
         for t in (3, 4):
             assert _iou(object_box(state.labels(t) == 1, box_enlargement=0.0), _LookAlike.EXTRA) > 0.5, t
+
+
+def test_the_track_test_across_gaps_bounds_the_move_per_missing_frame():
+    """``breaks_track(..., across_gaps=True)``: a re-propagated track held only in frame 5, next to an existing track
+    in frames 0-2 (20 px boxes), may be at most max_jump object sizes per frame away from frame 2 (here 3 frames:
+    4.5 sizes at 1.5). 5 sizes away it breaks the track, 4 sizes away it does not; without ``across_gaps`` neither
+    does (frame 3, next to the track, is empty). The same holds toward a track after it (frames 8-9)."""
+    def views_with(x_new):
+        boxes = {t: (0, 0, 20, 20) for t in (0, 1, 2)} | {5: (x_new, 0, x_new + 20, 20)}
+        boxes |= {t: (x_new + 100, 0, x_new + 120, 20) for t in (8, 9)}
+        empty = (0, 0, 1, 1)
+        tight = {t: np.array([boxes.get(t, empty)], np.float64) for t in range(10)}
+        presence = np.array([[t in boxes] for t in range(10)])
+        return SimpleNamespace(state=SimpleNamespace(num_frames=10), presence=presence, tight=tight.__getitem__)
+
+    far, near = views_with(100), views_with(80)  # 5 and 4 object sizes from frame 2's box
+    assert track_jump(far, 0, 2, 5) == pytest.approx(5.0) and track_jump(near, 0, 2, 5) == pytest.approx(4.0)
+    assert breaks_track(far, 0, 2, None, 1.5, across_gaps=True)
+    assert not breaks_track(near, 0, 2, None, 1.5, across_gaps=True)
+    assert not breaks_track(far, 0, 2, None, 1.5) and not breaks_track(far, 0, 2, 8, 1.5)
+    # after the gap: frame 8 lies 5 sizes past frame 5 (3 frames: 4.5 allowed); with no track before, only that side
+    assert breaks_track(far, 0, None, 8, 1.5, across_gaps=True) and not breaks_track(far, 0, None, 8, 1.7,
+                                                                                      across_gaps=True)
 
 
 def test_a_reidentification_is_judged_by_its_track_after_drifted_masks_are_dropped(tmp_path):
@@ -1052,13 +1077,14 @@ def test_recovery_additions_are_predict_options():
     given = {"reid_drift_threshold": 0.5, "reid_drift_restore": 0.4, "reid_undo_failed": False,
              "reid_max_failures": 2, "reid_max_jump": 3.0, "reid_require_recurrence": False,
              "reid_skip_failed_chains": 3, "reid_views_from_recoveries": False, "reid_keep_repeated": False,
-             "reid_confirm_kept": 0.6, "reid_views_need_track": 5, "reid_recheck_neighbours": False}
+             "reid_confirm_kept": 0.6, "reid_views_need_track": 5, "reid_recheck_neighbours": False,
+             "reid_jump_across_gaps": True}
     recovery = settings_from_arguments(given).recovery
     assert (recovery.drift_threshold, recovery.drift_restore, recovery.undo_failed, recovery.max_failures,
             recovery.max_jump, recovery.require_recurrence, recovery.skip_failed_chains,
             recovery.views_from_recoveries, recovery.keep_repeated, recovery.confirm_kept,
-            recovery.views_need_track, recovery.recheck_neighbours) == (0.5, 0.4, False, 2, 3.0, False, 3, False, False,
-                                                                        0.6, 5, False)
+            recovery.views_need_track, recovery.recheck_neighbours,
+            recovery.jump_across_gaps) == (0.5, 0.4, False, 2, 3.0, False, 3, False, False, 0.6, 5, False, True)
     assert set(given) <= set(PREDICT_KEYS)
     assert settings_from_arguments({}).recovery == RecoveryConfig()
 

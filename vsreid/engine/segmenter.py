@@ -79,6 +79,7 @@ def settings_from_arguments(arguments: Mapping[str, Any]) -> SegmentSettings:
                                       "reid_max_rounds": "max_rounds", "reid_drift_threshold": "drift_threshold",
                                       "reid_drift_restore": "drift_restore", "reid_undo_failed": "undo_failed",
                                       "reid_max_failures": "max_failures", "reid_max_jump": "max_jump",
+                                      "reid_jump_across_gaps": "jump_across_gaps",
                                       "reid_require_recurrence": "require_recurrence",
                                       "reid_skip_failed_chains": "skip_failed_chains",
                                       "reid_views_from_recoveries": "views_from_recoveries",

@@ -87,16 +87,17 @@ class VSReIDModule(LightningModule):
         reid_occlusion_threshold: a candidate overlapping a visible object's box more is rejected (0.3).
         reid_max_rounds: cap on accepted re-identifications per sequence (None = until no candidate qualifies).
         reid_drift_threshold, reid_drift_restore, reid_undo_failed, reid_max_failures, reid_max_jump,
-            reid_require_recurrence, reid_skip_failed_chains, reid_views_from_recoveries, reid_views_need_track,
-            reid_keep_repeated, reid_confirm_kept, reid_recheck_neighbours: the recovery's additions to the original's
-            rules (drift test, putting back dropped predictions re-ID finds nothing for, undoing failed
-            re-initialisations, searching an object no more after that many undone ones, undoing re-identifications
-            whose track jumps from the object's existing one, ``.inf`` switching that off; accepting only candidates
-            that recur in a neighbouring frame; not trying again, in that many frames each way, the candidates that
-            continue an undone one frame by frame; whether a re-identification's frames also teach the provider views
-            of the object, and only when that many of its re-propagated frames hold the object after the drift drops;
-            whether a dropped prediction kept to be put back survives a re-propagation's drop in the same place; the
-            share of a candidate inside such a kept prediction's box that confirms the prediction instead of
+            reid_jump_across_gaps, reid_require_recurrence, reid_skip_failed_chains, reid_views_from_recoveries,
+            reid_views_need_track, reid_keep_repeated, reid_confirm_kept, reid_recheck_neighbours: the recovery's
+            additions to the original's rules (drift test, putting back dropped predictions re-ID finds nothing for,
+            undoing failed re-initialisations, searching an object no more after that many undone ones, undoing
+            re-identifications whose track jumps from the object's existing one, ``.inf`` switching that off, and
+            whether that test also spans the frames where the new track is missing next to the existing one; accepting
+            only candidates that recur in a neighbouring frame; not trying again, in that many frames each way, the
+            candidates that continue an undone one frame by frame; whether a re-identification's frames also teach the
+            provider views of the object, and only when that many of its re-propagated frames hold the object after the
+            drift drops; whether a dropped prediction kept to be put back survives a re-propagation's drop in the same
+            place; the share of a candidate inside such a kept prediction's box that confirms the prediction instead of
             re-initialising; giving a neighbour a re-propagation spoiled its mask back); see
             :class:`vsreid.engine.reid.recovery.RecoveryConfig` for each and its default.
     """
@@ -155,6 +156,7 @@ class VSReIDModule(LightningModule):
         reid_undo_failed: bool | None = None,
         reid_max_failures: int | None = None,
         reid_max_jump: float | None = None,
+        reid_jump_across_gaps: bool | None = None,
         reid_require_recurrence: bool | None = None,
         reid_skip_failed_chains: int | None = None,
         reid_views_from_recoveries: bool | None = None,

@@ -117,7 +117,7 @@ PREDICT_KEYS = ("crop_size", "flip", "box_enlargement", "lost_ratio", "max_flow_
                 "finetune_batch_size", "finetune_scope", "finetune_precision", "lovasz_weight",
                 "inference_precision", "prior_weight", "reid",
                 "reid_score_threshold", "reid_occlusion_threshold", "reid_max_rounds", "reid_drift_threshold",
-                "reid_drift_restore", "reid_undo_failed", "reid_max_failures", "reid_max_jump",
+                "reid_drift_restore", "reid_undo_failed", "reid_max_failures", "reid_max_jump", "reid_jump_across_gaps",
                 "reid_require_recurrence", "reid_skip_failed_chains", "reid_views_from_recoveries",
                 "reid_views_need_track", "reid_keep_repeated", "reid_confirm_kept", "reid_recheck_neighbours",
                 "flow_preset", "boundary_band", "residual_band", "residual_threshold")

@@ -45,6 +45,11 @@ class RecoveryConfig:
     None or inf: no test). Dropping first lets a track that passes through frames where the object is hidden end
     there instead of running into the old track. The existing track came from the first frame or from an earlier,
     better-scored re-identification, so a later one may not contradict it (1.5: chosen on train data, bench/README.md).
+    jump_across_gaps: the max_jump test also bridges the frames where the re-propagated track is missing next to
+    the existing track, allowing max_jump object sizes per frame of the gap (:func:`breaks_track`; False: adjacent
+    frames only, as before session 49). An object does not outrun its own size per frame while hidden either: a
+    look-alike re-found a few frames from the object's track, far from it, is undone (chosen on train data,
+    bench/README.md).
     require_recurrence: a candidate is accepted only where it recurs in frame t - 1 or t + 1 (:func:`recurs`): a
     candidate box there in about the same place and size, or the object's own mask mostly inside the box. A real
     object does not flash into a single frame; a correlation peak on the background often does.
@@ -83,6 +88,7 @@ class RecoveryConfig:
     undo_failed: bool = True
     max_failures: int | None = None
     max_jump: float | None = 1.5
+    jump_across_gaps: bool = True
     require_recurrence: bool = True
     skip_failed_chains: int = 0
     views_from_recoveries: bool = True
@@ -258,12 +264,21 @@ def track_jump(views: FrameViews, i: int, a: int, b: int) -> float:
     return float(np.linalg.norm(centres[0] - centres[1]) / size)
 
 
-def breaks_track(views: FrameViews, i: int, before: int | None, after: int | None, max_jump: float) -> bool:
+def breaks_track(views: FrameViews, i: int, before: int | None, after: int | None, max_jump: float,
+                 across_gaps: bool = False) -> bool:
     """Whether object i's re-propagated masks, frames before + 1 .. after - 1, run into its existing track in frame
-    ``before`` or ``after`` (None: no track that side) farther than ``max_jump`` (:func:`track_jump`) from it."""
-    return any(near is not None and track_jump(views, i, near, far) > max_jump
-               for near, far in ((None if before is None else before + 1, before),
-                                 (None if after is None else after - 1, after)))
+    ``before`` or ``after`` (None: no track that side) farther than ``max_jump`` (:func:`track_jump`) from it.
+    With ``across_gaps``, the re-propagated track's first and last present frames are compared with the existing
+    track across the frames between them where i is missing, allowing ``max_jump`` object sizes per frame."""
+    lo = 0 if before is None else before + 1
+    hi = views.state.num_frames if after is None else after
+    held = lo + np.flatnonzero(views.presence[lo:hi, i])
+    ends = []
+    if before is not None:
+        ends.append((before, int(held[0]) if across_gaps and held.size else before + 1))
+    if after is not None:
+        ends.append((after, int(held[-1]) if across_gaps and held.size else after - 1))
+    return any(track_jump(views, i, near, far) > max_jump * abs(far - near) for near, far in ends)
 
 
 def recurs(views: FrameViews, provider: ReIDProvider, t: int, i: int, box) -> bool:
@@ -447,7 +462,7 @@ def recover(propagator: Propagator, source: SequenceSource, state: PropagationSt
             if recheck:
                 restore_spoiled_neighbours(views, is_drifted, {f: probs for f, (probs, _) in saved.items()}, j)
             if max_jump is not None and breaks_track(views, j, start if earlier.size else None,
-                                                     stop if later.size else None, max_jump):
+                                                     stop if later.size else None, max_jump, cfg.jump_across_gaps):
                 undo()
                 continue
             if learn is not None:
