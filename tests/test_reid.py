@@ -514,6 +514,33 @@ def test_a_reidentification_that_jumps_from_the_objects_track_is_undone(tmp_path
             assert _iou(object_box(state.labels(t) == 1, box_enlargement=0.0), _LookAlike.EXTRA) > 0.5, t
 
 
+class _LookAlikeAlone(_LookAlike):
+    """_LookAlike whose masks of object 1 in frame 3 fail the drift test: re-found in frame 4, the look-alike's
+    track is frame 4 alone, one frame short of object 1's frame-2 track."""
+
+    def is_drifted(self, t, i, box, threshold=None):
+        return (i == 0 and t == 3) or super().is_drifted(t, i, box)
+
+
+def test_a_reidentification_far_from_the_track_across_missing_frames_is_undone(tmp_path):
+    """With its frame-3 mask dropped, the look-alike of frame 4 never meets object 1's frame-2 track in adjacent
+    frames, so the adjacent-frames test keeps it at max_jump 1.2; across the missing frame 3 it lies more than 1.2
+    object sizes a frame from the frame-2 track (``jump_across_gaps``) and is undone, frames and all."""
+    for across in (False, True):
+        source, propagator, state, _ = _start(_vanishing_root(tmp_path / str(across)))
+        config = RecoveryConfig(distractor_window=2, require_recurrence=False, max_jump=1.2, jump_across_gaps=across)
+        log = recover(propagator, source, state, _LookAlikeAlone(), config)
+        views = FrameViews(state)
+        if across:
+            assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
+            assert [(r.frame, r.object_index) for r in log.undone] == [(4, 0)]
+            assert not (state.labels(4) == 1).any()
+        else:
+            assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0), (4, 0)] and not log.undone
+            assert not views.presence[3, 0] and views.presence[4, 0]
+            assert track_jump(views, 0, 2, 4) > 2 * 1.2 and track_jump(views, 0, 4, 6) <= 2 * 1.2
+
+
 def test_the_track_test_across_gaps_bounds_the_move_per_missing_frame():
     """``breaks_track(..., across_gaps=True)``: a re-propagated track held only in frame 5, next to an existing track
     in frames 0-2 (20 px boxes), may be at most max_jump object sizes per frame away from frame 2 (here 3 frames:
