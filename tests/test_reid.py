@@ -530,13 +530,13 @@ def test_a_reidentification_far_from_the_track_across_missing_frames_is_undone(t
         source, propagator, state, _ = _start(_vanishing_root(tmp_path / str(across)))
         config = RecoveryConfig(distractor_window=2, require_recurrence=False, max_jump=1.2, jump_across_gaps=across)
         log = recover(propagator, source, state, _LookAlikeAlone(), config)
-        views = FrameViews(state)
         if across:
             assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0)]
             assert [(r.frame, r.object_index) for r in log.undone] == [(4, 0)]
             assert not (state.labels(4) == 1).any()
         else:
             assert [(r.frame, r.object_index) for r in log.recoveries] == [(6, 0), (4, 0)] and not log.undone
+            views = FrameViews(state)
             assert not views.presence[3, 0] and views.presence[4, 0]
             assert track_jump(views, 0, 2, 4) > 2 * 1.2 and track_jump(views, 0, 4, 6) <= 2 * 1.2
 
